@@ -1,0 +1,159 @@
+# chatbridge: the front door.
+#
+#   make            build the nginx module and the sidecar
+#   make run        start nginx + module + sidecar on 127.0.0.1:$(PORT)
+#   make test       install what is missing, build, run every test tier
+#   make bench      the benchmark suite (writes docs/BENCHMARKS.md)
+#   make lint       style checks and leftover debug switches
+#   make clean
+#
+# Knobs: PORT (5102), BUILD (build), SANITIZE=address, DEBUG=1.
+
+PORT      ?= 5102
+BUILD     ?= build
+NGINX_SRC ?= /usr/share/nginx/src
+SANITIZE  ?=
+DEBUG     ?=
+
+CC        ?= cc
+CXX       ?= g++
+
+MODULE     = $(BUILD)/nginx/ngx_http_chatbridge_module.so
+SIDECAR    = $(BUILD)/chatbridge-sidecar
+
+OPT        = $(if $(DEBUG),-O0 -g3,-O2 -g)
+SAN        = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer)
+
+WARN       = -Wall -Wextra -Werror
+CFLAGS_CB  = -std=gnu11 $(OPT) $(SAN) $(WARN) -Icommon -Ingx_chatbridge_module
+CXXFLAGS_CB = -std=c++17 $(OPT) $(SAN) $(WARN) -Icommon -I$(BUILD)/sidecar \
+             $(shell pkg-config --cflags libwebsockets jansson 2>/dev/null)
+LIBS_SIDECAR = $(shell pkg-config --libs libwebsockets jansson 2>/dev/null)
+LIBS_CHECK   = $(shell pkg-config --cflags --libs check jansson 2>/dev/null)
+
+MODULE_SRCS  = config $(wildcard ngx_chatbridge_module/*.[ch]) \
+               $(wildcard common/*.[ch])
+SIDECAR_SRCS = $(wildcard lws-sidecar/*.cc)
+SIDECAR_OBJS = $(patsubst lws-sidecar/%.cc,$(BUILD)/sidecar/%.o,\
+               $(filter-out %_test.cc,$(SIDECAR_SRCS)))
+SPEC         = browser/protocol/protocol-v1.json
+
+UNIT_TESTS   = $(BUILD)/tests/cb_shm_test $(BUILD)/tests/cb_json_test \
+               $(BUILD)/tests/cb_openai_test $(BUILD)/tests/cb_jsonc_test \
+               $(BUILD)/tests/frames_test
+
+.PHONY: all module sidecar run test unit prove node-tests browser-tests \
+        bench lint clean deps deps-test
+
+all: module sidecar
+
+deps:
+	@util/deps.sh run
+
+deps-test:
+	@util/deps.sh test
+
+# --- the nginx module, against Debian's nginx-dev and its configure flags
+
+$(BUILD)/nginx/Makefile: config
+	util/configure-module.sh $(BUILD)/nginx "$(SAN)" "$(SAN)"
+
+module: $(BUILD)/nginx/Makefile
+	@$(MAKE) --no-print-directory -f $(abspath $(BUILD)/nginx/Makefile) \
+	    -C $(NGINX_SRC) modules
+
+# --- the sidecar
+
+$(BUILD)/sidecar/protocol_spec.inc: $(SPEC)
+	@mkdir -p $(dir $@)
+	util/embed-spec.sh $< > $@
+
+$(BUILD)/sidecar/%.o: lws-sidecar/%.cc $(BUILD)/sidecar/protocol_spec.inc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_CB) -MMD -MP -c $< -o $@
+
+$(BUILD)/sidecar/cb_shm.o: common/cb_shm.c common/cb_shm.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) -c $< -o $@
+
+$(BUILD)/sidecar/cb_jsonc.o: ngx_chatbridge_module/cb_jsonc.c \
+                             ngx_chatbridge_module/cb_jsonc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) $(shell pkg-config --cflags jansson) -c $< -o $@
+
+$(SIDECAR): $(SIDECAR_OBJS) $(BUILD)/sidecar/cb_shm.o \
+            $(BUILD)/sidecar/cb_jsonc.o
+	$(CXX) $(SAN) -o $@ $^ $(LIBS_SIDECAR)
+
+sidecar: $(SIDECAR)
+
+-include $(wildcard $(BUILD)/sidecar/*.d)
+
+# --- unit tests (Check), beside the code they test
+
+$(BUILD)/tests/cb_shm_test: common/cb_shm_test.c common/cb_shm.c \
+                            common/cb_shm.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) -o $@ common/cb_shm_test.c common/cb_shm.c \
+	    $(LIBS_CHECK)
+
+$(BUILD)/tests/cb_json_test: ngx_chatbridge_module/cb_json_test.c \
+                             ngx_chatbridge_module/cb_json.c \
+                             ngx_chatbridge_module/cb_json.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_json_test.c \
+	    ngx_chatbridge_module/cb_json.c $(LIBS_CHECK)
+
+$(BUILD)/tests/cb_openai_test: ngx_chatbridge_module/cb_openai_test.c \
+                               ngx_chatbridge_module/cb_openai.c \
+                               ngx_chatbridge_module/cb_openai.h \
+                               ngx_chatbridge_module/cb_json.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_openai_test.c \
+	    ngx_chatbridge_module/cb_openai.c ngx_chatbridge_module/cb_json.c \
+	    $(LIBS_CHECK)
+
+$(BUILD)/tests/cb_jsonc_test: ngx_chatbridge_module/cb_jsonc_test.c \
+                              ngx_chatbridge_module/cb_jsonc.c \
+                              ngx_chatbridge_module/cb_jsonc.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_jsonc_test.c \
+	    ngx_chatbridge_module/cb_jsonc.c $(LIBS_CHECK)
+
+$(BUILD)/tests/frames_test: lws-sidecar/frames_test.cc \
+                            $(BUILD)/sidecar/frames.o \
+                            $(BUILD)/sidecar/protocol_spec.inc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_CB) -o $@ lws-sidecar/frames_test.cc \
+	    $(BUILD)/sidecar/frames.o $(LIBS_CHECK)
+
+# --- the two commands
+
+run: deps all
+	@util/run.sh $(PORT)
+
+test: deps-test all $(UNIT_TESTS)
+	@util/test.sh
+
+unit: $(UNIT_TESTS)
+	@util/test.sh unit
+
+prove: all
+	@util/test.sh prove
+
+node-tests: all
+	@util/test.sh node
+
+browser-tests: all
+	@util/test.sh browser
+
+bench:
+	@util/deps.sh bench
+	@$(MAKE) --no-print-directory all
+	@bench/run.sh
+
+lint:
+	@util/lint.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,771 @@
+// Tests for cb-protocol.js.  Run:
+//   CB_WS_MODULE=/tmp/cbjs/node_modules/ws node --test browser/common/cb-protocol.test.mjs
+// (without CB_WS_MODULE, `ws` is resolved normally: node_modules or NODE_PATH).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import net from 'node:net';
+import vm from 'node:vm';
+
+const require = createRequire(import.meta.url);
+const spec = JSON.parse(readFileSync(new URL('../protocol/protocol-v1.json', import.meta.url), 'utf8'));
+const P = require('./cb-protocol.js');
+const wsModule = createRequire(import.meta.url)(process.env.CB_WS_MODULE || 'ws');
+const WebSocket = wsModule.WebSocket || wsModule;
+const { WebSocketServer } = wsModule;
+
+const { createValidator, utf8Length, splitText, truncateUtf8, BridgeClient, TaskTracker } = P;
+const validator = createValidator(spec);
+const RID = '0f1e2d3c4b5a69788796a5b4c3d2e1f0';
+const T = { timeout: 10000 };
+
+// ───────────────────────────── helpers ─────────────────────────────
+
+/** Resolve/reject `promise` within ms, else reject with `what`. */
+function within(ms, promise, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timeout: ${what}`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A FIFO whose next() waits for the next pushed item. */
+function queue() {
+  const items = [];
+  const waiters = [];
+  return {
+    items,
+    all: [],
+    push(x) {
+      this.all.push(x);
+      const w = waiters.shift();
+      if (w) w(x); else items.push(x);
+    },
+    next(ms = 2000, what = 'next item') {
+      if (items.length) return Promise.resolve(items.shift());
+      return within(ms, new Promise((r) => waiters.push(r)), what);
+    },
+  };
+}
+
+/** A ws server on 127.0.0.1:<ephemeral>; every connection has a frame queue. */
+async function startServer() {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await within(2000, new Promise((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', reject);
+  }), 'listening');
+  const conns = queue();
+  let maxClients = 0;
+  wss.on('connection', (ws) => {
+    maxClients = Math.max(maxClients, wss.clients.size);
+    const frames = queue();
+    const conn = {
+      ws,
+      frames,
+      raw: [],
+      closed: new Promise((r) => ws.once('close', (code) => r(code))),
+      send: (obj) => ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj)),
+      next: (ms, what) => frames.next(ms, what || 'frame from the client'),
+      /** Next frame that is not a ping. */
+      async nextNonPing(ms) {
+        for (;;) {
+          const f = await conn.next(ms);
+          if (f.type !== 'ping') return f;
+        }
+      },
+    };
+    ws.on('message', (data, isBinary) => {
+      const text = isBinary ? '<binary>' : data.toString();
+      conn.raw.push(text);
+      let f;
+      try { f = JSON.parse(text); } catch { f = { type: '<unparseable>', text }; }
+      frames.push(f);
+    });
+    ws.on('error', () => {});
+    conns.push(conn);
+  });
+  return {
+    wss,
+    url: `ws://127.0.0.1:${wss.address().port}/ws`,
+    nextConnection: (ms = 3000) => conns.next(ms, 'connection'),
+    get connectionCount() { return conns.all.length; },
+    get maxClients() { return maxClients; },
+    async close() {
+      for (const c of wss.clients) c.terminate();
+      await within(2000, new Promise((r) => wss.close(() => r())), 'server close');
+    },
+  };
+}
+
+/** A BridgeClient with recorded states, protocol errors and handler calls. */
+function makeClient(url, extra = {}) {
+  const events = queue();
+  const states = [];
+  const stateWaiters = [];
+  const protocolErrors = [];
+  const client = new BridgeClient({
+    url,
+    token: 's3cret',
+    kind: 'test',
+    id: 'tab-1',
+    agent: 'cb-protocol.test/1',
+    capabilities: { concurrency: 2, images: false },
+    WebSocket,
+    spec,
+    onState: (s) => {
+      states.push(s);
+      for (const w of stateWaiters.splice(0)) w(s);
+    },
+    onProtocolError: (info) => { protocolErrors.push(info); events.push({ kind: 'protocolError', info }); },
+    onTask: (task, t) => events.push({ kind: 'task', task, t }),
+    onCancel: (f) => events.push({ kind: 'cancel', f }),
+    onPause: (f) => events.push({ kind: 'pause', f }),
+    onResume: (f) => events.push({ kind: 'resume', f }),
+    onCommand: (f) => events.push({ kind: 'command', f }),
+    onError: (f) => events.push({ kind: 'error', f }),
+    ...extra,
+  });
+  return {
+    client,
+    events,
+    states,
+    protocolErrors,
+    /** Wait until the client's state is `s`. */
+    waitState(s, ms = 2000) {
+      if (client.readyState === s) return Promise.resolve();
+      return within(ms, new Promise((resolve) => {
+        const check = (x) => { if (x === s) resolve(); else stateWaiters.push(check); };
+        stateWaiters.push(check);
+      }), `state ${s}`);
+    },
+  };
+}
+
+const welcome = (extra = {}) => ({
+  type: 'welcome', v: 1, browser_id: 'tab-1', heartbeat_ms: 15000, max_frame: 16777216, ...extra,
+});
+
+/** Start a server and a client, run fn, always clean both up. */
+async function withPair(extra, fn) {
+  const server = await startServer();
+  const c = makeClient(server.url, extra);
+  try {
+    c.client.start();
+    await fn(server, c);
+  } finally {
+    c.client.stop();
+    await server.close();
+  }
+}
+
+/** Connect, take the hello, send welcome, wait for ready; returns the connection. */
+async function handshake(server, c, welcomeExtra) {
+  const conn = await server.nextConnection();
+  const hello = await conn.next(2000, 'hello');
+  assert.equal(hello.type, 'hello');
+  conn.send(welcome(welcomeExtra));
+  await c.waitState('ready');
+  return conn;
+}
+
+// ──────────────────────────── validator ────────────────────────────
+
+test('every spec example validates as its valid flag says', async (t) => {
+  assert.ok(spec.examples.length > 10);
+  for (const ex of spec.examples) {
+    await t.test(ex.name, () => {
+      const r = validator.validate(ex.frame);
+      if (ex.valid) {
+        assert.deepEqual(r, { ok: true }, JSON.stringify(r));
+      } else {
+        assert.equal(r.ok, false);
+        assert.equal(r.error, ex.error, r.message);
+        assert.equal(typeof r.path, 'string');
+        assert.equal(typeof r.message, 'string');
+      }
+    });
+  }
+});
+
+test('example frames also pass with their own direction', () => {
+  for (const ex of spec.examples.filter((e) => e.valid)) {
+    const from = spec.frames[ex.frame.type].from;
+    const dirs = from === 'both' ? ['browser', 'sidecar'] : [from];
+    for (const d of dirs) assert.deepEqual(validator.validate(ex.frame, d), { ok: true }, ex.name);
+  }
+});
+
+test('direction: a frame from the wrong side is unknown_type; from both matches either', () => {
+  const w = welcome();
+  assert.equal(validator.validate(w, 'browser').error, 'unknown_type');
+  assert.equal(validator.validate(w, 'sidecar').ok, true);
+  const hello = { type: 'hello', v: 1, token: '', kind: 'test' };
+  assert.equal(validator.validate(hello, 'sidecar').error, 'unknown_type');
+  assert.equal(validator.validate(hello, 'browser').ok, true);
+  for (const d of ['browser', 'sidecar', undefined]) {
+    assert.equal(validator.validate({ type: 'ping', t: 1 }, d).ok, true);
+    assert.equal(validator.validate({ type: 'error', code: 'x', message: 'y' }, d).ok, true);
+  }
+});
+
+test('not_object, missing/wrong type, unknown type', () => {
+  for (const v of [null, 1, 'x', true, [], [{ type: 'ping' }]]) {
+    assert.equal(validator.validate(v).error, 'not_object');
+  }
+  assert.deepEqual(
+    [validator.validate({}).error, validator.validate({}).path], ['missing_field', 'type']);
+  assert.equal(validator.validate({ type: 7 }).error, 'wrong_type');
+  assert.equal(validator.validate({ type: 'toString' }).error, 'unknown_type');
+  assert.equal(validator.validate({ type: '__proto__' }).error, 'unknown_type');
+});
+
+test('max_len counts UTF-8 bytes, not UTF-16 units', () => {
+  const base = { type: 'hello', v: 1, token: 'x', kind: 'arena' };
+  // name: max_len 128. '€' is 1 UTF-16 unit but 3 bytes.
+  const ok = '€'.repeat(42);                              // 126 bytes, 42 units
+  const long = '€'.repeat(43);                            // 129 bytes, 43 units
+  assert.equal(utf8Length(long), 129);
+  assert.equal(validator.validate({ ...base, name: ok }).ok, true);
+  const r = validator.validate({ ...base, name: long });
+  assert.deepEqual([r.error, r.path], ['too_long', 'name']);
+  // 4-byte characters: 32 emoji = 64 units = 128 bytes fits; 33 do not.
+  assert.equal(validator.validate({ ...base, name: '😀'.repeat(32) }).ok, true);
+  assert.equal(validator.validate({ ...base, name: '😀'.repeat(33) }).error, 'too_long');
+  // 128 ASCII characters fit, 129 do not.
+  assert.equal(validator.validate({ ...base, name: 'a'.repeat(128) }).ok, true);
+  assert.equal(validator.validate({ ...base, name: 'a'.repeat(129) }).error, 'too_long');
+});
+
+test('utf8Length matches Buffer.byteLength', () => {
+  for (const s of ['', 'abc', 'é', '€', '世界', '😀', 'a😀b€c', '\u0000\u007f\u0080\u07ff\u0800\uffff']) {
+    assert.equal(utf8Length(s), Buffer.byteLength(s, 'utf8'), JSON.stringify(s));
+  }
+  assert.equal(utf8Length('\ud800'), 3);                 // lone surrogate → U+FFFD
+  assert.equal(utf8Length('\ud800x'), 4);
+  assert.equal(truncateUtf8('a😀b', 3), 'a');             // never half a pair
+  assert.equal(truncateUtf8('a😀b', 5), 'a😀');
+});
+
+test('nested paths are reported', () => {
+  const hello = { type: 'hello', v: 1, token: 'x', kind: 'arena', capabilities: { concurrency: 0 } };
+  assert.deepEqual(pick(validator.validate(hello)), ['out_of_range', 'capabilities.concurrency']);
+  hello.capabilities = { models: ['a', 3] };
+  assert.deepEqual(pick(validator.validate(hello)), ['wrong_type', 'capabilities.models[1]']);
+  hello.capabilities = { models: new Array(4097).fill('m') };
+  assert.deepEqual(pick(validator.validate(hello)), ['too_many_items', 'capabilities.models']);
+
+  const task = structuredClone(spec.examples.find((e) => e.frame.type === 'task').frame);
+  task.messages.push({ role: 'user', content: 'a' }, { role: 'tool', content: 'b' });
+  assert.deepEqual(pick(validator.validate(task)), ['not_in_enum', 'messages[3].role']);
+  task.messages.length = 2;
+  delete task.messages[1].attachments[0].url;
+  assert.deepEqual(pick(validator.validate(task)), ['missing_field', 'messages[1].attachments[0].url']);
+
+  const models = { type: 'models', models: [{ id: 'a' }, { id: '' }] };
+  assert.deepEqual(pick(validator.validate(models)), ['too_short', 'models[1].id']);
+  const done = { type: 'done', request_id: RID, usage: { total_tokens: 1.5 } };
+  assert.deepEqual(pick(validator.validate(done)), ['wrong_type', 'usage.total_tokens']);
+});
+
+test('check order: type first, then fields in spec order; null is a wrong type', () => {
+  // Several problems: the first field in spec order wins.
+  const r = validator.validate({ type: 'hello', v: 2, kind: 'nope', id: 'a b' });
+  assert.deepEqual(pick(r), ['out_of_range', 'v']);
+  assert.deepEqual(pick(validator.validate({ type: 'hello', v: 1, kind: 'nope' })), ['missing_field', 'token']);
+  assert.deepEqual(pick(validator.validate({ type: 'nope', v: 'x' })), ['unknown_type', 'type']);
+  assert.deepEqual(pick(validator.validate({ type: 'ping', t: null })), ['wrong_type', 't']);
+  assert.deepEqual(pick(validator.validate({ type: 'ping', t: '1' })), ['wrong_type', 't']);
+  assert.equal(validator.validate({ type: 'ping', extra: { anything: [1] } }).ok, true);   // unknown fields allowed
+  assert.deepEqual(pick(validator.validate({ type: 'delta', request_id: 'a/b', text: '' })), ['bad_charset', 'request_id']);
+  assert.deepEqual(pick(validator.validate({ type: 'result', command_id: 'c', ok: true, data: [] })), ['wrong_type', 'data']);
+  assert.equal(validator.validate({ type: 'error', code: 'x', message: 'y', retry_after: 0.5 }).ok, true);
+  assert.deepEqual(pick(validator.validate({ type: 'error', code: 'x', message: 'y', retry_after: -1 })),
+    ['out_of_range', 'retry_after']);
+});
+
+test('createValidator rejects a spec it cannot understand', () => {
+  assert.throws(() => createValidator({}));
+  assert.throws(() => createValidator({ frames: { x: { from: 'nobody', fields: {} } } }));
+  assert.throws(() => createValidator({ frames: { x: { from: 'both', fields: { a: { type: 'date' } } } } }));
+});
+
+function pick(r) {
+  return [r.error, r.path];
+}
+
+// ───────────────────────── splitText / TaskTracker ─────────────────────────
+
+test('splitText never splits a surrogate pair and respects both budgets', () => {
+  const text = 'ab😀"\n世界😀😀x\u0001'.repeat(20);
+  for (const budget of [6, 7, 8, 13, 50]) {
+    const pieces = splitText(text, budget, 10);
+    assert.equal(pieces.join(''), text);
+    for (const p of pieces) {
+      assert.ok(utf8Length(JSON.stringify(p)) - 2 <= budget, `json budget ${budget}`);
+      assert.ok(utf8Length(p) <= 10);
+      assert.ok(!/^[\udc00-\udfff]/.test(p) && !/[\ud800-\udbff]$/.test(p), 'split pair');
+    }
+  }
+  assert.equal(splitText('😀', 3), null);
+});
+
+test('TaskTracker: pause/resume/cancel per task', async () => {
+  const tr = new TaskTracker();
+  const a = tr.begin('a');
+  const b = tr.begin('b');
+  assert.equal(tr.size, 2);
+  assert.equal(tr.begin('a'), a);                          // idempotent while live
+  assert.equal(tr.get('a'), a);
+  await within(100, a.waitIfPaused(), 'not paused resolves at once');
+
+  tr.pause('a');
+  assert.equal(a.paused, true);
+  assert.equal(b.paused, false);
+  let resumed = false;
+  const wa = a.waitIfPaused().then(() => { resumed = true; });
+  await sleep(20);
+  assert.equal(resumed, false);
+  tr.resume('a');
+  await within(100, wa, 'resume wakes');
+  assert.equal(a.paused, false);
+
+  tr.pause('b');
+  const wb = b.waitIfPaused();
+  assert.equal(tr.cancel('b', 'client_closed'), true);
+  await within(100, wb, 'cancel wakes');
+  assert.equal(b.cancelled, true);
+  assert.equal(b.controller.signal.aborted, true);
+  assert.equal(b.signal, b.controller.signal);
+  assert.equal(a.controller.signal.aborted, false);
+  assert.equal(tr.cancel('nope'), false);
+
+  assert.equal(tr.end('a'), true);
+  assert.equal(tr.get('a'), undefined);
+  assert.equal(tr.size, 1);
+  tr.end('b');
+  assert.equal(tr.size, 0);
+});
+
+// ──────────────────────────── BridgeClient ──────────────────────────
+
+test('hello is the first frame and carries token and capabilities', T, async () => {
+  const extra = {
+    onState(s) { if (s === 'open') this.sendState('ready'); },   // a frame sent as soon as open
+  };
+  await withPair(extra, async (server, c) => {
+    const conn = await server.nextConnection();
+    const hello = await conn.next(2000, 'hello');
+    assert.deepEqual(hello, {
+      type: 'hello', v: 1, token: 's3cret', kind: 'test', id: 'tab-1', agent: 'cb-protocol.test/1',
+      capabilities: { concurrency: 2, images: false },
+    });
+    assert.ok(!('name' in hello), 'undefined fields are omitted');
+    assert.equal(validator.validate(hello, 'browser').ok, true);
+    assert.deepEqual(await conn.next(2000, 'state'), { type: 'state', state: 'ready' });
+    assert.equal(c.client.readyState, 'open');
+  });
+});
+
+test('welcome makes the client ready', T, async () => {
+  await withPair({}, async (server, c) => {
+    assert.equal(c.client.browserId, undefined);
+    await handshake(server, c, { browser_id: 'tab-1-2', heartbeat_ms: 20000, max_frame: 1048576 });
+    assert.equal(c.client.readyState, 'ready');
+    assert.equal(c.client.isReady, true);
+    assert.equal(c.client.browserId, 'tab-1-2');
+    assert.equal(c.client.heartbeatMs, 20000);
+    assert.equal(c.client.maxFrame, 1048576);
+    assert.deepEqual(c.states, ['connecting', 'open', 'ready']);
+  });
+});
+
+test('ping is answered with a pong carrying the same t; the client pings too', T, async () => {
+  await withPair({ deadAfterMs: 5000 }, async (server, c) => {
+    const conn = await handshake(server, c, { heartbeat_ms: 60 });
+    conn.send({ type: 'ping', t: 1732000000123.5 });
+    assert.deepEqual(await conn.nextNonPing(), { type: 'pong', t: 1732000000123.5 });
+    // The client's own pings, every heartbeat_ms.
+    const pings = [];
+    while (pings.length < 2) {
+      const f = await conn.next(1000, 'client ping');
+      if (f.type === 'ping') pings.push(f);
+    }
+    for (const p of pings) assert.equal(typeof p.t, 'number');
+  });
+});
+
+test('task, cancel, pause and resume reach the handlers and the tracker', T, async () => {
+  const tracker = new TaskTracker();
+  await withPair({ tracker }, async (server, c) => {
+    const conn = await handshake(server, c);
+    const task = { ...spec.examples.find((e) => e.frame.type === 'task').frame };
+    conn.send(task);
+    const ev = await c.events.next(2000, 'task');
+    assert.equal(ev.kind, 'task');
+    assert.deepEqual(ev.task, task);
+    const t = tracker.get(RID);
+    assert.ok(t, 'tracker has the task');
+    assert.equal(ev.t, t, 'the tracked task is passed to onTask');
+
+    conn.send({ type: 'pause', request_id: RID });
+    assert.equal((await c.events.next(2000, 'pause')).kind, 'pause');
+    assert.equal(t.paused, true);
+    let resumed = false;
+    const w = t.waitIfPaused().then(() => { resumed = true; });
+    await sleep(20);
+    assert.equal(resumed, false);
+
+    conn.send({ type: 'resume', request_id: RID });
+    assert.equal((await c.events.next(2000, 'resume')).kind, 'resume');
+    await within(500, w, 'waitIfPaused after resume');
+    assert.equal(t.paused, false);
+
+    let abortReason;
+    t.signal.addEventListener('abort', () => { abortReason = t.signal.reason; });
+    conn.send({ type: 'cancel', request_id: RID, reason: 'client_closed' });
+    const cancel = await c.events.next(2000, 'cancel');
+    assert.deepEqual(cancel, { kind: 'cancel', f: { type: 'cancel', request_id: RID, reason: 'client_closed' } });
+    assert.equal(t.controller.signal.aborted, true);
+    assert.equal(t.cancelled, true);
+    assert.equal(abortReason, 'client_closed');
+
+    conn.send({ type: 'command', command_id: 'c1', command: 'send_models' });
+    assert.equal((await c.events.next(2000, 'command')).f.command, 'send_models');
+    conn.send({ type: 'error', code: 'bad_frame', message: 'nope' });
+    assert.equal((await c.events.next(2000, 'error')).f.code, 'bad_frame');
+  });
+});
+
+test('sendDone/sendError end the tracked task; a throwing onTask yields an internal error', T, async () => {
+  const tracker = new TaskTracker();
+  const onTask = (task) => {
+    if (task.request_id === 'boom') throw new Error('kaput');
+    if (task.request_id === 'reject') return Promise.reject(new Error('async kaput'));
+    return undefined;
+  };
+  await withPair({ tracker, onTask }, async (server, c) => {
+    const conn = await handshake(server, c);
+    const base = { type: 'task', kind: 'test', op: 'chat', model: 'm', stream: true, messages: [] };
+    conn.send({ ...base, request_id: 'r1' });
+    conn.send({ ...base, request_id: 'boom' });
+    conn.send({ ...base, request_id: 'reject' });
+    const e1 = await conn.nextNonPing();
+    assert.deepEqual([e1.type, e1.request_id, e1.code], ['error', 'boom', 'internal']);
+    assert.match(e1.message, /kaput/);
+    const e2 = await conn.nextNonPing();
+    assert.deepEqual([e2.type, e2.request_id, e2.code], ['error', 'reject', 'internal']);
+    assert.equal(tracker.size, 1);
+    assert.ok(tracker.get('r1'));
+    assert.equal(c.client.sendDone('r1', 'stop', { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }), true);
+    assert.deepEqual(await conn.nextNonPing(), {
+      type: 'done', request_id: 'r1', finish_reason: 'stop',
+      usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+    });
+    assert.equal(tracker.size, 0);
+  });
+});
+
+test('send helpers build valid frames, skip empty deltas and refuse when closed', T, async () => {
+  const c0 = makeClient('ws://127.0.0.1:9/never');
+  assert.equal(c0.client.sendDelta(RID, 'x'), false, 'not started');
+  assert.equal(c0.client.sendState('ready'), false);
+  assert.equal(c0.client.readyState, 'closed');
+
+  await withPair({}, async (server, c) => {
+    const conn = await handshake(server, c);
+    const cl = c.client;
+    assert.equal(cl.sendDelta(RID, ''), true);             // nothing is sent for it
+    assert.equal(cl.sendDelta(RID, 'Hello, 世界'), true);
+    assert.equal(cl.sendReasoning(RID, 'hmm'), true);
+    assert.equal(cl.sendImage(RID, 'https://example.test/a.png', 'image/png'), true);
+    assert.equal(cl.sendError(RID, 'rate_limited', 'slow down', { status: 429, retryable: true, retryAfter: 30 }), true);
+    assert.equal(cl.sendError(undefined, 'internal', 'x'.repeat(9000)), true);
+    assert.equal(cl.sendModels(['gpt-4o', { id: 'dall-e-3', type: 'image' }]), true);
+    assert.equal(cl.sendState('needs_human', 'Cloudflare'), true);
+    assert.equal(cl.sendResult('c1', true, { session_id: 's' }), true);
+    const expected = [
+      { type: 'delta', request_id: RID, text: 'Hello, 世界' },
+      { type: 'reasoning', request_id: RID, text: 'hmm' },
+      { type: 'image', request_id: RID, url: 'https://example.test/a.png', mime: 'image/png' },
+      { type: 'error', request_id: RID, code: 'rate_limited', message: 'slow down', status: 429, retryable: true, retry_after: 30 },
+      { type: 'error', code: 'internal', message: 'x'.repeat(8192) },
+      { type: 'models', models: [{ id: 'gpt-4o' }, { id: 'dall-e-3', type: 'image' }] },
+      { type: 'state', state: 'needs_human', message: 'Cloudflare' },
+      { type: 'result', command_id: 'c1', ok: true, data: { session_id: 's' } },
+    ];
+    for (const e of expected) {
+      const f = await conn.nextNonPing();
+      assert.deepEqual(f, e);
+      assert.equal(validator.validate(f, 'browser').ok, true, e.type);
+    }
+    // An invalid outgoing frame is refused locally and reported.
+    assert.equal(cl.sendState('sleeping'), false);
+    assert.equal(c.protocolErrors.at(-1).error, 'not_in_enum');
+    assert.equal(c.protocolErrors.at(-1).direction, 'out');
+  });
+});
+
+test('a delta larger than max_frame is split; other oversized frames are refused', T, async () => {
+  await withPair({}, async (server, c) => {
+    const conn = await handshake(server, c, { max_frame: 200 });
+    const text = 'Hello "world"\n😀 世界 — ünïcödé \u0001 '.repeat(40);
+    assert.ok(utf8Length(text) > 1000);
+    assert.equal(c.client.sendDelta(RID, text), true);
+    let got = '';
+    let frames = 0;
+    while (got.length < text.length) {
+      const f = await conn.nextNonPing();
+      assert.equal(f.type, 'delta');
+      assert.equal(f.request_id, RID);
+      assert.ok(f.text.length > 0);
+      assert.ok(!/^[\udc00-\udfff]/.test(f.text) && !/[\ud800-\udbff]$/.test(f.text), 'surrogate pair split');
+      got += f.text;
+      frames++;
+    }
+    assert.equal(got, text);
+    assert.ok(frames > 5, `split into ${frames} frames`);
+    for (const raw of conn.raw) assert.ok(Buffer.byteLength(raw) <= 200, `frame of ${Buffer.byteLength(raw)} bytes`);
+
+    // An image over the limit is not sent but reported.
+    assert.equal(c.client.sendImage(RID, 'data:image/png;base64,' + 'A'.repeat(500)), false);
+    assert.equal(c.protocolErrors.at(-1).error, 'too_large');
+    assert.equal(c.client.sendDone(RID, 'stop'), true);
+    assert.deepEqual(await conn.nextNonPing(), { type: 'done', request_id: RID, finish_reason: 'stop' });
+  });
+});
+
+test('invalid incoming frames go to onProtocolError, not the handlers', T, async () => {
+  await withPair({}, async (server, c) => {
+    const conn = await handshake(server, c);
+    const task = spec.examples.find((e) => e.frame.type === 'task').frame;
+    conn.send({ ...task, request_id: 'bad id' });                      // bad_charset
+    conn.send({ type: 'hello', v: 1, token: 'x', kind: 'arena' });     // browser frame from the sidecar
+    conn.send({ type: 'cancel' });                                     // missing request_id
+    conn.send({ type: 'pause', request_id: 42 });                      // wrong_type
+    conn.send('this is not json');
+    conn.send('[{"type":"ping"}]');
+    conn.send({ type: 'command', command_id: 'c1', command: 'reboot' });
+    conn.send({ type: 'resume', request_id: 'marker' });               // valid: proves order
+    const seen = [];
+    for (;;) {
+      const ev = await c.events.next(2000, 'event');
+      if (ev.kind !== 'protocolError') {
+        assert.deepEqual(ev, { kind: 'resume', f: { type: 'resume', request_id: 'marker' } });
+        break;
+      }
+      assert.equal(ev.info.direction, 'in');
+      seen.push([ev.info.error, ev.info.path]);
+    }
+    assert.deepEqual(seen, [
+      ['bad_charset', 'request_id'],
+      ['unknown_type', 'type'],
+      ['missing_field', 'request_id'],
+      ['wrong_type', 'request_id'],
+      ['not_object', ''],
+      ['not_object', ''],
+      ['not_in_enum', 'command'],
+    ]);
+    assert.equal(c.client.readyState, 'ready', 'bad frames do not drop the connection');
+  });
+});
+
+test('reconnects with exponential backoff and jitter; welcome resets the attempts', T, async () => {
+  const delays = [];
+  const allDelays = [];
+  const randoms = [0, 1, 0.5, 0.25];
+  let ri = 0;
+  const extra = {
+    backoff: { initialMs: 100, maxMs: 350, factor: 2, jitter: 0.5 },
+    random: () => randoms[ri++ % randoms.length],
+    // Record every delay; run the short (reconnect) ones 10× faster for real.
+    setTimeout: (fn, ms) => {
+      allDelays.push(ms);
+      if (ms < 10000) delays.push(ms);
+      return setTimeout(fn, ms < 10000 ? Math.ceil(ms / 10) : ms);
+    },
+    clearTimeout: (h) => clearTimeout(h),
+  };
+  await withPair(extra, async (server, c) => {
+    // Three connections closed by the server right after the hello.
+    for (let i = 0; i < 3; i++) {
+      const conn = await server.nextConnection();
+      assert.equal((await conn.next(2000, 'hello')).type, 'hello');
+      conn.ws.close(1011, 'go away');
+      await conn.closed;
+    }
+    // The fourth one gets a welcome, then is closed.
+    const conn = await server.nextConnection();
+    assert.equal((await conn.next(2000, 'hello')).type, 'hello');
+    conn.send(welcome());
+    await c.waitState('ready');
+    conn.ws.close(1001, 'restart');
+    await server.nextConnection();
+    // Base delays 100, 200, 400→350 (maxMs); jitter factor 1 + 0.5 × (2r − 1).
+    assert.deepEqual(delays, [50, 300, 350, 75]);
+    assert.ok(allDelays.includes(45000), 'dead timeout is 3 × 15000 ms until welcome');
+    assert.ok(allDelays.includes(15000), 'pings every heartbeat_ms after welcome');
+    assert.equal(server.maxClients, 1, 'never two sockets at once');
+    assert.deepEqual(c.states.slice(0, 4), ['connecting', 'open', 'closed', 'connecting']);
+  });
+});
+
+test('backoffDelay follows min(maxMs, initial × factor^n) × (1 ± jitter)', () => {
+  const cl = new BridgeClient({ url: 'ws://x', kind: 'test', random: () => 0.5 });
+  assert.deepEqual([0, 1, 2, 5, 6, 20].map((n) => cl.backoffDelay(n)), [500, 1000, 2000, 16000, 30000, 30000]);
+  const lo = new BridgeClient({ url: 'ws://x', kind: 'test', random: () => 0 });
+  const hi = new BridgeClient({ url: 'ws://x', kind: 'test', random: () => 0.999999 });
+  assert.equal(lo.backoffDelay(0), 350);
+  assert.equal(hi.backoffDelay(0), 650);
+});
+
+test('a refused connection schedules exactly one retry per attempt', T, async () => {
+  // A port with nobody listening.
+  const tmp = await startServer();
+  const url = tmp.url;
+  await tmp.close();
+  const delays = [];
+  let constructed = 0;
+  let done;
+  const threeDelays = new Promise((r) => { done = r; });
+  class CountingWS extends WebSocket {
+    constructor(...args) { super(...args); constructed++; }
+  }
+  const c = makeClient(url, {
+    WebSocket: CountingWS,
+    backoff: { initialMs: 10, maxMs: 40, factor: 2, jitter: 0 },
+    setTimeout: (fn, ms) => {
+      if (ms < 10000) {
+        delays.push(ms);
+        if (delays.length === 3) done(constructed);
+      }
+      return setTimeout(fn, ms);
+    },
+  });
+  try {
+    c.client.start();
+    const atThird = await within(3000, threeDelays, 'three retries');
+    assert.equal(atThird, 3, 'one retry per failed connection');
+    assert.deepEqual(delays, [10, 20, 40]);
+  } finally {
+    c.client.stop();
+  }
+  await sleep(100);
+  assert.equal(constructed, 3, 'no reconnect after stop()');
+  assert.equal(c.client.readyState, 'closed');
+});
+
+test('a silent server is dropped after the dead timeout and the client reconnects', T, async () => {
+  const extra = { deadAfterMs: 150, backoff: { initialMs: 10, maxMs: 10, factor: 2, jitter: 0 } };
+  await withPair(extra, async (server, c) => {
+    const first = await server.nextConnection();
+    const t0 = Date.now();
+    assert.equal((await first.next(2000, 'hello')).type, 'hello');   // then: silence
+    await within(2000, first.closed, 'client closes the silent socket');
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 120, `closed after ${waited} ms`);
+    const second = await server.nextConnection(2000);
+    assert.equal((await second.next(2000, 'hello')).type, 'hello');
+    assert.ok(c.states.includes('closed'));
+  });
+});
+
+test('traffic keeps the connection alive past the dead timeout', T, async () => {
+  await withPair({ deadAfterMs: 250 }, async (server, c) => {
+    const conn = await handshake(server, c, { heartbeat_ms: 60000 });
+    const timer = setInterval(() => conn.send({ type: 'ping', t: Date.now() }), 40);
+    try {
+      await sleep(700);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.equal(server.connectionCount, 1);
+    assert.equal(c.client.readyState, 'ready');
+  });
+});
+
+test('stop() closes the socket and cancels tracked work; no reconnect follows', T, async () => {
+  const tracker = new TaskTracker();
+  await withPair({ tracker, backoff: { initialMs: 10, maxMs: 10, factor: 2, jitter: 0 } }, async (server, c) => {
+    const conn = await handshake(server, c);
+    conn.send({ type: 'task', request_id: 'r9', kind: 'any', op: 'chat', model: 'm', stream: false, messages: [] });
+    await c.events.next(2000, 'task');
+    const t = tracker.get('r9');
+    c.client.stop();
+    assert.equal(c.client.readyState, 'closed');
+    assert.equal(t.signal.aborted, true, 'work is cancelled with the connection');
+    assert.equal(await within(2000, conn.closed, 'server sees the close'), 1000, 'a normal close');
+    await sleep(80);
+    assert.equal(server.connectionCount, 1);
+    assert.equal(c.client.sendDelta('r9', 'late'), false);
+  });
+});
+
+test('the library is also reachable as globalThis.ChatbridgeProtocol', () => {
+  assert.equal(globalThis.ChatbridgeProtocol, P);
+  assert.equal(typeof P.createValidator, 'function');
+});
+
+test('a server that never completes the WebSocket handshake is dropped too', T, async () => {
+  const sockets = new Set();
+  let accepted = 0;
+  let maxOpen = 0;
+  const srv = net.createServer((sock) => {
+    accepted++;
+    sockets.add(sock);
+    maxOpen = Math.max(maxOpen, sockets.size);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+    sock.resume();                      // read the upgrade request (and see the FIN), never answer
+  });
+  await within(2000, new Promise((r) => srv.listen(0, '127.0.0.1', r)), 'tcp listen');
+  const states = [];
+  const c = makeClient(`ws://127.0.0.1:${srv.address().port}/ws`, {
+    deadAfterMs: 100,
+    backoff: { initialMs: 50, maxMs: 50, factor: 2, jitter: 0 },
+    onState: (s) => states.push(s),
+  });
+  try {
+    c.client.start();
+    const t0 = Date.now();
+    while (accepted < 3 && Date.now() - t0 < 3000) await sleep(20);
+    assert.ok(accepted >= 3, `reconnected ${accepted} times`);
+    assert.equal(maxOpen, 1, 'never two sockets at once');
+    assert.ok(!states.includes('open'));
+    assert.deepEqual(states.slice(0, 4), ['connecting', 'closed', 'connecting', 'closed']);
+  } finally {
+    c.client.stop();
+    for (const s of sockets) s.destroy();
+    await within(2000, new Promise((r) => srv.close(() => r())), 'tcp close');
+  }
+});
+
+test('loads as an ES module and as a pasted userscript', async () => {
+  const src = readFileSync(new URL('./cb-protocol.js', import.meta.url), 'utf8');
+  assert.ok(!/^\s*(export|import)\s/m.test(src), 'no module syntax');
+  // (c) Node require already worked above. (a) A page script: plain eval in a fresh realm.
+  const ctx = vm.createContext({});
+  const api = vm.runInContext(src + '\n;globalThis.ChatbridgeProtocol', ctx);
+  assert.equal(typeof api.BridgeClient, 'function');
+  assert.equal(api.createValidator(spec).validate({ type: 'ping', t: 1 }).ok, true);
+  // (b) An ES module import, as a SillyTavern extension does.
+  const dir = mkdtempSync(join(tmpdir(), 'cbp-'));
+  try {
+    const file = join(dir, 'cb-protocol.mjs');
+    writeFileSync(file, src);
+    const before = globalThis.ChatbridgeProtocol;
+    await import(pathToFileURL(file).href);
+    assert.notEqual(globalThis.ChatbridgeProtocol, before, 'module import sets the global');
+    assert.equal(typeof globalThis.ChatbridgeProtocol.TaskTracker, 'function');
+    globalThis.ChatbridgeProtocol = before;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,1081 @@
+// Copyright (C) chatbridge authors
+
+#include "bridge.h"
+
+#include "control.h"
+#include "log.h"
+#include "util.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unistd.h>
+
+namespace chatbridge {
+
+namespace {
+
+// backpressure: pause the browser past HIGH, resume under LOW, fail past HARD
+constexpr size_t kPendingHigh = 64 * 1024;
+constexpr size_t kPendingLow = 16 * 1024;
+constexpr size_t kPendingHard = 4 * 1024 * 1024;
+
+constexpr uint64_t kPublishEvery = 1000;
+
+uint32_t finish_reason(const char *s)
+{
+    if (s == nullptr) {
+        return CB_FINISH_STOP;
+    }
+    if (strcmp(s, "length") == 0 || strcmp(s, "max_tokens") == 0) {
+        return CB_FINISH_LENGTH;
+    }
+    if (strcmp(s, "content_filter") == 0 || strcmp(s, "content-filter") == 0)
+    {
+        return CB_FINISH_CONTENT_FILTER;
+    }
+    if (strcmp(s, "tool_calls") == 0 || strcmp(s, "tool-calls") == 0) {
+        return CB_FINISH_TOOL_CALLS;
+    }
+    return CB_FINISH_STOP;
+}
+
+std::string str(json_t *f, const char *key)
+{
+    json_t *v = json_object_get(f, key);
+    return json_is_string(v) ? std::string(json_string_value(v),
+                                           json_string_length(v))
+                             : std::string();
+}
+
+} // namespace
+
+Bridge::Bridge(const Options &opts, Segment &segment, const Schema &schema)
+    : opts_(opts), seg_(segment), schema_(schema), base_(segment.base()),
+      by_slot_(segment.header()->nslots, nullptr), started_(wall_s())
+{
+}
+
+Bridge::~Bridge() = default;
+
+// --- the nginx side
+
+void Bridge::drain_worker(uint32_t index)
+{
+    cb_shm_worker_t *w = cb_shm_worker(base_, index);
+    uint64_t v;
+
+    cb_queue_notified(&w->to_sidecar);
+
+    while (cb_queue_pop(base_, &w->to_sidecar, &v) == CB_OK) {
+        uint32_t slot = cb_op_slot(v), gen = cb_op_gen(v);
+
+        if (slot >= by_slot_.size()) {
+            continue;
+        }
+
+        switch (cb_op_type(v)) {
+        case CB_OP_SUBMIT:
+            submit(index, slot, gen);
+            break;
+        case CB_OP_CANCEL:
+            cancel(slot, gen);
+            break;
+        case CB_OP_CREDIT:
+            credit(slot, gen);
+            break;
+        default:
+            log(Level::warn, "worker %u queued unknown op %u", index,
+                cb_op_type(v));
+        }
+    }
+
+    if (__atomic_exchange_n(&w->to_sidecar.overflow, 0, __ATOMIC_ACQ_REL)) {
+        log(Level::info, "worker %u's queue overflowed; scanning its slots",
+            index);
+        scan_worker(index);
+    }
+}
+
+// the queue overflowed: find the work by looking at every slot it owns
+void Bridge::scan_worker(uint32_t index)
+{
+    for (uint32_t i = 0; i < by_slot_.size(); i++) {
+        cb_shm_slot_t *s = cb_shm_slot(base_, i);
+
+        if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) != index + 1) {
+            continue;
+        }
+
+        uint32_t gen = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
+
+        switch (cb_slot_state(s)) {
+        case CB_SLOT_SUBMITTED:
+            submit(index, i, gen);
+            break;
+        case CB_SLOT_CANCELLED:
+            cancel(i, gen);
+            break;
+        case CB_SLOT_ACTIVE:
+            credit(i, gen);
+            break;
+        }
+    }
+}
+
+void Bridge::submit(uint32_t worker, uint32_t slot, uint32_t gen)
+{
+    cb_shm_slot_t *s = cb_shm_slot(base_, slot);
+
+    if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) != worker + 1
+        || __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != gen
+        || by_slot_[slot] != nullptr) {
+        return;     // stale or already taken
+    }
+
+    if (!cb_slot_transition(s, CB_SLOT_SUBMITTED, CB_SLOT_ACTIVE)) {
+        if (cb_slot_state(s) == CB_SLOT_CANCELLED) {
+            // cancelled before we saw it: the slot is ours to free
+            cb_chunks_free(base_, s->req_chunk);
+            s->req_chunk = CB_NONE;
+            cb_slot_release(base_, slot);
+        }
+        return;
+    }
+
+    // copy the request out of the chunks and give them back at once
+
+    std::string raw(s->req_len, '\0');
+    size_t got = cb_chunks_read(base_, s->req_chunk, s->req_len, raw.data(),
+                                raw.size());
+    cb_chunks_free(base_, s->req_chunk);
+    s->req_chunk = CB_NONE;
+
+    auto r = std::make_unique<Request>();
+    r->slot = slot;
+    r->gen = gen;
+    r->worker = worker;
+    r->created = now_ms();
+
+    cb_task_meta_t meta;
+
+    if (got != raw.size() || got < sizeof(meta)) {
+        by_slot_[slot] = r.get();
+        Request *p = r.get();
+        by_id_.emplace("#slot" + std::to_string(slot), std::move(r));
+        p->id = "#slot" + std::to_string(slot);
+        fail(p, 500, "bridge_error", "the request in shared memory is short",
+             false, 0);
+        return;
+    }
+
+    memcpy(&meta, raw.data(), sizeof(meta));
+
+    size_t idlen = strnlen(meta.request_id, CB_REQUEST_ID_LEN);
+    bool ok = meta.meta_size == sizeof(meta)
+              && uint64_t(meta.json_len) + sizeof(meta) == got
+              && meta.model_len <= CB_MODEL_LEN && idlen > 0
+              && idlen < CB_REQUEST_ID_LEN;
+
+    r->id.assign(meta.request_id, ok ? idlen : 0);
+    if (!ok || by_id_.count(r->id)) {
+        r->id = "#slot" + std::to_string(slot);
+        ok = false;
+    }
+
+    r->model.assign(meta.model, ok ? meta.model_len : 0);
+    r->kind = meta.kind;
+    if (ok) {
+        r->task = make_frame(raw.substr(sizeof(meta)));
+    }
+
+    Request *p = r.get();
+    by_slot_[slot] = p;
+    by_id_.emplace(p->id, std::move(r));
+
+    if (!ok) {
+        fail(p, 500, "bridge_error", "malformed request in shared memory",
+             false, 0);
+        return;
+    }
+
+    log(Level::debug, "request %s (%s) from worker %u in slot %u",
+        p->id.c_str(), p->model.c_str(), worker, slot);
+
+    dispatch(p);
+}
+
+void Bridge::cancel(uint32_t slot, uint32_t gen)
+{
+    cb_shm_slot_t *s = cb_shm_slot(base_, slot);
+    Request *r = by_slot_[slot];
+
+    if (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != gen
+        || cb_slot_state(s) != CB_SLOT_CANCELLED) {
+        return;
+    }
+
+    if (r == nullptr) {
+        // never taken, or already finished on our side
+        if (s->req_chunk != CB_NONE) {
+            cb_chunks_free(base_, s->req_chunk);
+            s->req_chunk = CB_NONE;
+        }
+        cb_slot_release(base_, slot);
+        return;
+    }
+
+    if (r->browser != nullptr) {
+        r->browser->send(cancel_frame(r->id, "client_closed"));
+        log(Level::info, "request %s cancelled by its client; told browser "
+            "%s", r->id.c_str(), r->browser->id.c_str());
+    }
+
+    cb_slot_release(base_, slot);
+    destroy(r);
+    pump();
+}
+
+void Bridge::credit(uint32_t slot, uint32_t gen)
+{
+    Request *r = by_slot_[slot];
+
+    if (r != nullptr && r->gen == gen) {
+        flush(r);
+    }
+}
+
+void Bridge::worker_gone(uint32_t index)
+{
+    uint32_t slots = 0;
+
+    for (uint32_t i = 0; i < by_slot_.size(); i++) {
+        cb_shm_slot_t *s = cb_shm_slot(base_, i);
+
+        if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) != index + 1) {
+            continue;
+        }
+
+        if (Request *r = by_slot_[i]) {
+            if (r->browser != nullptr) {
+                r->browser->send(cancel_frame(r->id, "worker_exited"));
+            }
+            destroy(r);
+        }
+
+        if (s->req_chunk != CB_NONE) {
+            cb_chunks_free(base_, s->req_chunk);
+            s->req_chunk = CB_NONE;
+        }
+
+        cb_slot_release(base_, i);
+        slots++;
+    }
+
+    uint32_t chunks = cb_chunks_reclaim(base_, index + 1);
+
+    cb_shm_header_t *h = seg_.header();
+    h->counters.reclaimed_slots += slots;
+    h->counters.reclaimed_chunks += chunks;
+
+    if (slots || chunks) {
+        log(Level::notice, "worker entry %u gone: reclaimed %u slots and %u "
+            "chunks", index, slots, chunks);
+    }
+
+    pump();
+}
+
+// --- dispatch
+
+Browser *Bridge::pick(const Request *r, bool *eligible, bool *human) const
+{
+    Browser *best = nullptr;
+
+    for (Browser *b : browsers_) {
+        if (b->state == Browser::State::hello
+            || b->state == Browser::State::closing
+            || !b->can_serve(r->kind, r->model)) {
+            continue;
+        }
+        if (b->state == Browser::State::needs_human) {
+            *human = true;
+            continue;
+        }
+
+        *eligible = true;
+
+        uint32_t cap = std::min(b->capacity, opts_.per_browser);
+        if (b->inflight >= cap) {
+            continue;
+        }
+
+        if (best == nullptr) {
+            best = b;
+            continue;
+        }
+
+        // least busy first, then the one that named the model, then the
+        // one that waited longest
+        uint64_t lb = uint64_t(b->inflight) * std::min(best->capacity,
+                                                       opts_.per_browser);
+        uint64_t lbest = uint64_t(best->inflight) * cap;
+        if (lb != lbest) {
+            if (lb < lbest) {
+                best = b;
+            }
+            continue;
+        }
+        bool na = b->announced(r->model), nb = best->announced(r->model);
+        if (na != nb) {
+            if (na) {
+                best = b;
+            }
+            continue;
+        }
+        if (b->last_assign < best->last_assign) {
+            best = b;
+        }
+    }
+
+    return best;
+}
+
+void Bridge::dispatch(Request *r)
+{
+    bool eligible = false, human = false;
+    Browser *b = pick(r, &eligible, &human);
+
+    if (b != nullptr) {
+        assign(r, b);
+        return;
+    }
+
+    if (!eligible) {
+        unavailable(r, human);
+        return;
+    }
+
+    if (queue_.size() >= opts_.queue) {
+        seg_.header()->counters.rejected++;
+        fail(r, 503, "queue_full",
+             "Every browser is busy and the wait queue is full; retry "
+             "shortly.",
+             true, opts_.retry_after);
+        return;
+    }
+
+    r->queued = true;
+    r->queued_at = now_ms();
+    queue_.push_back(r);
+    seg_.header()->counters.queued++;
+    dirty_ = true;
+}
+
+void Bridge::unavailable(Request *r, bool human)
+{
+    seg_.header()->counters.rejected++;
+
+    if (human) {
+        fail(r, 503, "needs_human",
+             "The browser tab needs a person: a verification page (such as "
+             "a Cloudflare check) is open in it. Solve it or reload the tab, "
+             "then retry.",
+             true, 30);
+        return;
+    }
+
+    fail(r, 503, "no_browser",
+         "No browser that can serve this request is connected. Open the "
+         "chat site (or SillyTavern) with the chatbridge script in a "
+         "browser, then retry.",
+         true, opts_.retry_after);
+}
+
+void Bridge::assign(Request *r, Browser *b)
+{
+    r->browser = b;
+    r->attempts++;
+    b->requests.insert(r);
+    b->inflight++;
+    b->last_assign = now_ms();
+    seg_.header()->counters.dispatched++;
+    if (r->attempts > 1) {
+        seg_.header()->counters.retried++;
+    }
+    dirty_ = true;
+
+    cb_rec_meta_t meta;
+    meta.browser_len = uint32_t(b->id.size());
+    meta.attempt = r->attempts;
+    emit(r, CB_REC_META, 0, &meta, sizeof(meta), b->id.data(), b->id.size());
+
+    b->send(r->task);
+}
+
+void Bridge::detach(Request *r)
+{
+    if (r->browser != nullptr) {
+        r->browser->requests.erase(r);
+        r->browser->inflight--;
+        r->browser = nullptr;
+        dirty_ = true;
+    }
+}
+
+// give waiting requests to browsers that have room
+void Bridge::pump()
+{
+    for (auto it = queue_.begin(); it != queue_.end();) {
+        Request *r = *it;
+        bool eligible = false, human = false;
+        Browser *b = pick(r, &eligible, &human);
+
+        if (b != nullptr) {
+            it = queue_.erase(it);
+            r->queued = false;
+            assign(r, b);
+            continue;
+        }
+
+        if (!eligible) {
+            it = queue_.erase(it);
+            r->queued = false;
+            unavailable(r, human);
+            continue;
+        }
+
+        ++it;
+    }
+}
+
+// --- records
+
+void Bridge::notify(Request *r)
+{
+    cb_shm_slot_t *s = cb_shm_slot(base_, r->slot);
+
+    if (__atomic_exchange_n(&s->ready, 1, __ATOMIC_SEQ_CST)) {
+        return;     // already queued to the worker
+    }
+
+    cb_shm_worker_t *w = cb_shm_worker(base_, r->worker);
+
+    (void) cb_queue_push(base_, &w->to_worker,
+                         (uint64_t(r->gen) << 32) | r->slot);
+
+    if (cb_queue_notify(&w->to_worker) && control_ != nullptr) {
+        control_->doorbell(r->worker);
+    }
+}
+
+void Bridge::emit(Request *r, uint8_t type, uint8_t flags, const void *a,
+                  size_t alen, const void *b, size_t blen)
+{
+    if (r->pending.empty()) {
+        int rc = cb_ring_write2(base_, r->slot, type, flags, a,
+                                uint32_t(alen), b, uint32_t(blen));
+        if (rc == CB_AGAIN) {
+            // ask for a credit, then look once more: the worker may have
+            // read between the two
+            cb_shm_slot_t *s = cb_shm_slot(base_, r->slot);
+            __atomic_store_n(&s->writer_waiting, 1, __ATOMIC_SEQ_CST);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            rc = cb_ring_write2(base_, r->slot, type, flags, a,
+                                uint32_t(alen), b, uint32_t(blen));
+            if (rc == CB_AGAIN) {
+                seg_.header()->counters.ring_full++;
+            }
+        }
+        if (rc == CB_OK) {
+            notify(r);
+            return;
+        }
+        if (rc != CB_AGAIN) {
+            log(Level::error, "record of %zu bytes does not fit "
+                "the ring", alen + blen);
+            return;
+        }
+    }
+
+    Pending p;
+    p.type = type;
+    p.flags = flags;
+    p.data.assign(static_cast<const char *>(a), alen);
+    if (blen) {
+        p.data.append(static_cast<const char *>(b), blen);
+    }
+    r->pending_bytes += p.data.size();
+    r->pending.push_back(std::move(p));
+
+    if (r->pending_bytes > kPendingHigh && !r->paused
+        && r->browser != nullptr) {
+        r->paused = true;
+        r->browser->send(flow_frame("pause", r->id));
+    }
+
+    if (r->pending_bytes > kPendingHard && !r->finishing) {
+        // the browser did not pause: drop what waits, end with an error
+        log(Level::warn, "request %s: the client is %zu bytes behind; "
+            "failing it", r->id.c_str(), r->pending_bytes);
+        r->pending.clear();
+        r->pending_bytes = 0;
+        if (r->browser != nullptr) {
+            r->browser->send(cancel_frame(r->id, "client_too_slow"));
+        }
+        fail(r, 502, "client_too_slow",
+             "The client read the answer too slowly and fell too far "
+             "behind.",
+             false, 0);
+    }
+}
+
+// answer text, cut into records at character boundaries
+void Bridge::emit_text(Request *r, uint8_t type, const char *s, size_t len)
+{
+    size_t max = cb_ring_max_record(base_);
+
+    while (len) {
+        size_t n = utf8_cut(s, len, max);
+        emit(r, type, 0, s, n);
+        s += n;
+        len -= n;
+    }
+}
+
+// a value that must arrive whole: pieces flagged "more"
+void Bridge::emit_long(Request *r, uint8_t type, const char *s, size_t len)
+{
+    size_t max = cb_ring_max_record(base_);
+
+    while (len > max) {
+        emit(r, type, CB_REC_MORE, s, max);
+        s += max;
+        len -= max;
+    }
+    emit(r, type, 0, s, len);
+}
+
+// the worker made room: move what waits into the ring
+void Bridge::flush(Request *r)
+{
+    while (!r->pending.empty()) {
+        Pending &p = r->pending.front();
+        int rc = cb_ring_write(base_, r->slot, p.type, p.flags, p.data.data(),
+                               uint32_t(p.data.size()));
+        if (rc == CB_AGAIN) {
+            cb_shm_slot_t *s = cb_shm_slot(base_, r->slot);
+            __atomic_store_n(&s->writer_waiting, 1, __ATOMIC_SEQ_CST);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            rc = cb_ring_write(base_, r->slot, p.type, p.flags,
+                               p.data.data(), uint32_t(p.data.size()));
+            if (rc == CB_AGAIN) {
+                break;
+            }
+        }
+        r->pending_bytes -= p.data.size();
+        r->pending.pop_front();
+        notify(r);
+    }
+
+    if (r->paused && r->pending_bytes < kPendingLow
+        && r->browser != nullptr) {
+        r->paused = false;
+        r->browser->send(flow_frame("resume", r->id));
+    }
+
+    if (r->pending.empty() && r->finishing) {
+        complete(r);
+    }
+}
+
+void Bridge::finish_ok(Request *r, uint32_t reason, json_t *usage)
+{
+    cb_rec_done_t d;
+    memset(&d, 0, sizeof(d));
+    d.finish_reason = reason;
+
+    if (json_is_object(usage)) {
+        d.usage_known = 1;
+        d.prompt_tokens = uint32_t(json_integer_value(
+            json_object_get(usage, "prompt_tokens")));
+        d.completion_tokens = uint32_t(json_integer_value(
+            json_object_get(usage, "completion_tokens")));
+        d.reasoning_tokens = uint32_t(json_integer_value(
+            json_object_get(usage, "reasoning_tokens")));
+        d.total_tokens = uint32_t(json_integer_value(
+            json_object_get(usage, "total_tokens")));
+    }
+
+    if (r->browser != nullptr) {
+        r->browser->served++;
+    }
+    detach(r);
+
+    emit(r, CB_REC_DONE, 0, &d, sizeof(d));
+    r->finishing = true;
+    if (r->pending.empty()) {
+        complete(r);
+    }
+}
+
+void Bridge::fail(Request *r, unsigned status, const std::string &code,
+                  const std::string &message, bool retryable,
+                  uint32_t retry_after)
+{
+    if (r->finishing) {
+        return;
+    }
+
+    if (r->queued) {
+        queue_.erase(std::find(queue_.begin(), queue_.end(), r));
+        r->queued = false;
+    }
+    detach(r);
+
+    size_t max = cb_ring_max_record(base_) - sizeof(cb_rec_error_t);
+    std::string c = code.substr(0, 64);
+    std::string m = message.substr(0, utf8_cut(message.data(),
+                                               message.size(),
+                                               max - c.size()));
+
+    cb_rec_error_t e;
+    memset(&e, 0, sizeof(e));
+    e.status = uint16_t(status);
+    e.retryable = retryable ? 1 : 0;
+    e.code_len = uint8_t(c.size());
+    e.retry_after = retry_after;
+    e.message_len = uint32_t(m.size());
+
+    std::string payload = c + m;
+    emit(r, CB_REC_ERROR, 0, &e, sizeof(e), payload.data(), payload.size());
+
+    log(Level::info, "request %s failed: %u %s: %s", r->id.c_str(), status,
+        c.c_str(), m.c_str());
+
+    r->finishing = true;
+    if (r->pending.empty()) {
+        complete(r);
+    }
+}
+
+// the final record is in the ring: hand the slot over (see cb_shm.h)
+void Bridge::complete(Request *r)
+{
+    cb_shm_slot_t *s = cb_shm_slot(base_, r->slot);
+
+    if (!cb_slot_transition(s, CB_SLOT_ACTIVE, CB_SLOT_DONE)
+        && cb_slot_state(s) == CB_SLOT_CANCELLED) {
+        cb_slot_release(base_, r->slot);
+    }
+
+    destroy(r);
+}
+
+void Bridge::destroy(Request *r)
+{
+    if (r->queued) {
+        queue_.erase(std::find(queue_.begin(), queue_.end(), r));
+    }
+    detach(r);
+    if (by_slot_[r->slot] == r) {
+        by_slot_[r->slot] = nullptr;
+    }
+    by_id_.erase(r->id);   // frees r
+}
+
+// --- the browser side
+
+bool Bridge::accepting_browsers() const
+{
+    return browsers_.size() < opts_.max_browsers;
+}
+
+void Bridge::browser_open(Browser *b)
+{
+    browsers_.push_back(b);
+    log(Level::info, "browser connection from %s",
+        b->origin.empty() ? "(no origin)" : b->origin.c_str());
+}
+
+void Bridge::browser_message(Browser *b, const char *data, size_t len)
+{
+    json_error_t je;
+    std::unique_ptr<json_t, void (*)(json_t *)> f(
+        json_loadb(data, len, 0, &je), json_decref);
+
+    if (!f) {
+        Verdict v;
+        v.ok = false;
+        v.error = "not_object";
+        v.message = std::string("not JSON: ") + je.text;
+        bad_frame(b, nullptr, v);
+        return;
+    }
+
+    Verdict v = schema_.validate(f.get(), Direction::browser);
+    const char *type = json_string_value(json_object_get(f.get(), "type"));
+
+    if (b->state == Browser::State::hello) {
+        if (!v.ok || strcmp(type, "hello") != 0) {
+            b->send(error_frame("bad_frame", v.ok ? "the first frame must "
+                                "be hello" : v.message, ""));
+            b->close(4400, "hello expected");
+            return;
+        }
+        on_hello(b, f.get());
+        return;
+    }
+
+    if (!v.ok) {
+        bad_frame(b, f.get(), v);
+        return;
+    }
+
+    if (strcmp(type, "ping") == 0) {
+        b->send(pong_frame(json_object_get(f.get(), "t")));
+
+    } else if (strcmp(type, "pong") == 0 || strcmp(type, "hello") == 0) {
+        // liveness only; a second hello changes nothing
+
+    } else if (strcmp(type, "models") == 0) {
+        b->models.clear();
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(f.get(), "models"), i, m) {
+            std::string owner = str(m, "organization");
+            b->models.emplace_back(str(m, "id"),
+                                   owner.empty() ? b->kind : owner);
+        }
+        dirty_ = true;
+        log(Level::info, "browser %s announced %zu models", b->id.c_str(),
+            b->models.size());
+
+    } else if (strcmp(type, "state") == 0) {
+        std::string st = str(f.get(), "state");
+        b->message = str(f.get(), "message");
+        b->state = st == "needs_human" ? Browser::State::needs_human
+                                       : Browser::State::ready;
+        dirty_ = true;
+        log(Level::notice, "browser %s is %s%s%s", b->id.c_str(),
+            b->state_name(), b->message.empty() ? "" : ": ",
+            b->message.c_str());
+        if (b->state == Browser::State::ready) {
+            pump();
+        }
+
+    } else if (strcmp(type, "result") == 0) {
+        log(Level::info, "browser %s: result for command %s",
+            b->id.c_str(), str(f.get(), "command_id").c_str());
+
+    } else {
+        on_answer(b, type, f.get());
+    }
+}
+
+void Bridge::on_hello(Browser *b, json_t *f)
+{
+    if (!constant_time_equal(str(f, "token"), opts_.token)) {
+        log(Level::warn, "browser from %s sent a wrong token",
+            b->origin.empty() ? "(no origin)" : b->origin.c_str());
+        b->send(error_frame("unauthorized", "wrong token", ""));
+        b->close(4401, "bad token");
+        return;
+    }
+
+    // a unique id: the one asked for if free
+    std::string want = str(f, "id");
+    if (want.empty()) {
+        want = "b" + std::to_string(next_browser_++);
+    }
+    std::string id = want;
+    for (unsigned n = 2;; n++) {
+        bool taken = false;
+        for (Browser *o : browsers_) {
+            taken |= o != b && o->id == id;
+        }
+        if (!taken) {
+            break;
+        }
+        id = want + "-" + std::to_string(n);
+    }
+
+    json_t *caps = json_object_get(f, "capabilities");
+    json_t *conc = json_object_get(caps, "concurrency");
+
+    b->id = id;
+    b->kind = str(f, "kind");
+    b->name = str(f, "name");
+    b->agent = str(f, "agent");
+    b->capacity = conc ? uint32_t(json_number_value(conc)) : 1;
+    b->any_model = !json_is_false(json_object_get(caps, "any_model"));
+    b->capture = json_is_true(json_object_get(caps, "capture"));
+
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(caps, "models"), i, m) {
+        b->models.emplace_back(json_string_value(m), b->kind);
+    }
+
+    b->state = Browser::State::ready;
+    seg_.header()->counters.browsers = browsers_.size();
+    dirty_ = true;
+
+    b->send(welcome_frame(b->id, opts_.heartbeat, opts_.max_frame));
+
+    log(Level::notice, "browser %s (%s%s%s) ready, takes %u at once",
+        b->id.c_str(), b->kind.c_str(), b->agent.empty() ? "" : ", ",
+        b->agent.c_str(), std::min(b->capacity, opts_.per_browser));
+
+    pump();
+}
+
+void Bridge::on_answer(Browser *b, const char *type, json_t *f)
+{
+    std::string id = str(f, "request_id");
+    auto it = by_id_.find(id);
+
+    if (it == by_id_.end()) {
+        // cancelled or finished: frames still in flight are expected
+        log(Level::debug, "browser %s: %s for unknown request %s",
+            b->id.c_str(), type, id.c_str());
+        return;
+    }
+
+    Request *r = it->second.get();
+
+    if (r->browser != b) {
+        b->send(error_frame("bad_frame", "that request is not yours", id));
+        return;
+    }
+
+    if (strcmp(type, "delta") == 0 || strcmp(type, "reasoning") == 0) {
+        json_t *t = json_object_get(f, "text");
+        if (json_string_length(t) == 0) {
+            return;
+        }
+        r->answered = true;
+        r->task.reset();
+        emit_text(r, type[0] == 'd' ? CB_REC_DELTA : CB_REC_REASONING,
+                  json_string_value(t), json_string_length(t));
+
+    } else if (strcmp(type, "image") == 0) {
+        json_t *u = json_object_get(f, "url");
+        r->answered = true;
+        r->task.reset();
+        emit_long(r, CB_REC_IMAGE, json_string_value(u),
+                  json_string_length(u));
+
+    } else if (strcmp(type, "done") == 0) {
+        finish_ok(r, finish_reason(json_string_value(
+                         json_object_get(f, "finish_reason"))),
+                  json_object_get(f, "usage"));
+        pump();
+
+    } else if (strcmp(type, "error") == 0) {
+        std::string code = str(f, "code");
+        ErrorCode def = schema_.error_code(code);
+        json_t *st = json_object_get(f, "status");
+        json_t *rt = json_object_get(f, "retryable");
+        unsigned status = st ? unsigned(json_integer_value(st)) : def.status;
+        bool retryable = rt ? json_is_true(rt) : def.retryable;
+        uint32_t after = uint32_t(json_number_value(
+            json_object_get(f, "retry_after")));
+
+        if (code == "needs_human") {
+            b->state = Browser::State::needs_human;
+            b->message = str(f, "message");
+            dirty_ = true;
+        }
+
+        // a tab that cannot take it now: another tab may
+        if (!r->answered && (code == "needs_human" || code == "busy")
+            && r->attempts <= opts_.retries) {
+            detach(r);
+            dispatch(r);
+            return;
+        }
+
+        b->errors++;
+        fail(r, status, code, str(f, "message"), retryable, after);
+        pump();
+    }
+}
+
+void Bridge::bad_frame(Browser *b, json_t *f, const Verdict &v)
+{
+    seg_.header()->counters.bad_frames++;
+
+    std::string id = str(f, "request_id");
+    log(Level::info, "browser %s sent a bad frame: %s (%s)", b->id.c_str(),
+        v.message.c_str(), v.error.c_str());
+
+    b->send(error_frame("bad_frame", v.message, id));
+
+    // a request this browser holds cannot be trusted to finish: end it
+    auto it = by_id_.find(id);
+    if (it != by_id_.end() && it->second->browser == b) {
+        Request *r = it->second.get();
+        b->send(cancel_frame(r->id, "bad_frame"));
+        b->errors++;
+        fail(r, 502, "bad_frame",
+             "The browser sent an invalid frame for this request: "
+                 + v.message,
+             false, 0);
+        pump();
+    }
+}
+
+void Bridge::browser_closed(Browser *b)
+{
+    browsers_.erase(std::remove(browsers_.begin(), browsers_.end(), b),
+                    browsers_.end());
+    seg_.header()->counters.browsers = browsers_.size();
+    dirty_ = true;
+
+    if (b->id.empty()) {
+        return;     // never said hello
+    }
+
+    log(Level::notice, "browser %s disconnected with %zu requests in "
+        "flight", b->id.c_str(), b->requests.size());
+
+    // requests it had not started answering go elsewhere, once
+    std::vector<Request *> held(b->requests.begin(), b->requests.end());
+    std::vector<Request *> again;
+
+    for (Request *r : held) {
+        detach(r);
+        if (!r->answered && r->attempts <= opts_.retries) {
+            again.push_back(r);
+        } else {
+            fail(r, 502, "browser_disconnected",
+                 "The browser disconnected before the answer was complete.",
+                 true, 0);
+        }
+    }
+
+    for (Request *r : again) {
+        dispatch(r);
+    }
+    pump();
+}
+
+// --- housekeeping
+
+void Bridge::tick()
+{
+    uint64_t now = now_ms();
+
+    for (Browser *b : browsers_) {
+        if (b->state == Browser::State::closing) {
+            continue;
+        }
+        if (b->state == Browser::State::hello) {
+            if (now - b->connected_at > opts_.hello_timeout) {
+                b->close(4400, "no hello");
+            }
+            continue;
+        }
+        if (now - b->last_rx > opts_.dead_after) {
+            log(Level::warn, "browser %s silent for %llu ms: dropping it",
+                b->id.c_str(), (unsigned long long) (now - b->last_rx));
+            b->close(4408, "dead peer");
+            continue;
+        }
+        if (now - b->last_ping >= opts_.heartbeat) {
+            b->last_ping = now;
+            b->send(ping_frame(double(wall_s()) * 1000));
+        }
+    }
+
+    while (!queue_.empty()
+           && now - queue_.front()->queued_at > opts_.queue_timeout) {
+        Request *r = queue_.front();
+        fail(r, 503, "no_browser_free",
+             "No browser became free in time; retry shortly.", true,
+             opts_.retry_after);
+    }
+
+    if (dirty_ || now - published_ >= kPublishEvery) {
+        publish();
+        published_ = now;
+        dirty_ = false;
+    }
+}
+
+void Bridge::publish()
+{
+    json_t *doc = json_object();
+    json_t *browsers = json_array();
+    json_t *models = json_array();
+    json_t *seen = json_object();
+    uint64_t now = now_ms();
+
+    for (Browser *b : browsers_) {
+        if (b->state == Browser::State::hello) {
+            continue;
+        }
+        json_array_append_new(browsers, json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}",
+            "id", b->id.c_str(), "kind", b->kind.c_str(),
+            "name", b->name.c_str(), "agent", b->agent.c_str(),
+            "state", b->state_name(), "message", b->message.c_str(),
+            "inflight", json_int_t(b->inflight),
+            "capacity", json_int_t(std::min(b->capacity, opts_.per_browser)),
+            "served", json_int_t(b->served), "errors", json_int_t(b->errors),
+            "connected_ms", json_int_t(now - b->connected_at),
+            "models", json_int_t(b->models.size())));
+
+        for (const auto &m : b->models) {
+            if (json_object_get(seen, m.first.c_str()) == nullptr) {
+                json_object_set_new(seen, m.first.c_str(), json_true());
+                json_array_append_new(models, json_pack(
+                    "{s:s, s:s}", "id", m.first.c_str(), "owned_by",
+                    m.second.c_str()));
+            }
+        }
+    }
+    json_decref(seen);
+
+    cb_sidecar_counters_t &c = seg_.header()->counters;
+
+    json_object_set_new(doc, "sidecar", json_pack(
+        "{s:i, s:I, s:I}", "pid", int(getpid()), "started",
+        json_int_t(started_), "uptime_ms",
+        json_int_t(wall_s() - started_) * 1000));
+    json_object_set_new(doc, "browsers", browsers);
+    json_object_set_new(doc, "models", models);
+    json_object_set_new(doc, "queue", json_pack(
+        "{s:I, s:I, s:I}", "length", json_int_t(queue_.size()), "max",
+        json_int_t(opts_.queue), "oldest_ms",
+        json_int_t(queue_.empty() ? 0 : now - queue_.front()->queued_at)));
+    json_object_set_new(doc, "requests", json_pack(
+        "{s:I}", "active", json_int_t(by_id_.size())));
+    json_object_set_new(doc, "totals", json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "dispatched", json_int_t(c.dispatched),
+        "queued", json_int_t(c.queued), "retried", json_int_t(c.retried),
+        "rejected", json_int_t(c.rejected),
+        "ring_full", json_int_t(c.ring_full),
+        "bad_frames", json_int_t(c.bad_frames),
+        "reclaimed_slots", json_int_t(c.reclaimed_slots),
+        "reclaimed_chunks", json_int_t(c.reclaimed_chunks)));
+
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+
+    if (text == nullptr) {
+        return;
+    }
+
+    size_t len = strlen(text);
+    if (len > seg_.header()->state_size) {
+        log(Level::warn, "the published state (%zu bytes) exceeds "
+            "--state-size", len);
+    } else {
+        cb_state_publish(base_, text, uint32_t(len));
+    }
+    free(text);
+}
+
+} // namespace chatbridge

@@ -1,0 +1,134 @@
+// Copyright (C) chatbridge authors
+//
+// The hub of the sidecar: requests that nginx workers publish in the shared
+// segment are dispatched to browsers; what browsers answer is written back
+// into each request's ring as typed records.  Single-threaded: everything
+// here runs on the lws service loop.
+
+#ifndef CHATBRIDGE_BRIDGE_H
+#define CHATBRIDGE_BRIDGE_H
+
+#include "browser.h"
+#include "frames.h"
+#include "options.h"
+#include "segment.h"
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace chatbridge {
+
+class Control;
+
+// a pending record waiting for ring space
+struct Pending {
+    uint8_t type;
+    uint8_t flags;
+    std::string data;
+};
+
+struct Request {
+    uint32_t slot = 0;
+    uint32_t gen = 0;
+    uint32_t worker = 0;
+    uint8_t kind = 0;
+    std::string id;
+    std::string model;
+    OutFrame task;                  // kept until the first answer
+    Browser *browser = nullptr;
+    uint64_t created = 0;
+    uint64_t queued_at = 0;
+    uint32_t attempts = 0;
+    bool queued = false;
+    bool answered = false;          // content went to the client
+    bool finishing = false;         // final record written or pending
+    bool paused = false;            // pause sent to the browser
+    std::deque<Pending> pending;
+    size_t pending_bytes = 0;
+};
+
+class Bridge {
+public:
+    Bridge(const Options &opts, Segment &segment, const Schema &schema);
+    ~Bridge();
+    Bridge(const Bridge &) = delete;
+    Bridge &operator=(const Bridge &) = delete;
+
+    void set_control(Control *control) { control_ = control; }
+
+    // nginx side
+    void drain_worker(uint32_t index);
+    void worker_gone(uint32_t index);
+
+    // browser side
+    bool accepting_browsers() const;
+    void browser_open(Browser *b);
+    void browser_message(Browser *b, const char *data, size_t len);
+    void browser_closed(Browser *b);
+
+    // every 100 ms on the loop
+    void tick();
+
+    size_t requests() const { return by_id_.size(); }
+
+private:
+    using RequestPtr = std::unique_ptr<Request>;
+
+    // worker operations
+    void submit(uint32_t worker, uint32_t slot, uint32_t gen);
+    void cancel(uint32_t slot, uint32_t gen);
+    void credit(uint32_t slot, uint32_t gen);
+    void scan_worker(uint32_t worker);
+
+    // dispatch
+    void dispatch(Request *r);
+    Browser *pick(const Request *r, bool *eligible, bool *human) const;
+    void assign(Request *r, Browser *b);
+    void detach(Request *r);
+    void pump();
+    void unavailable(Request *r, bool human);
+
+    // records
+    void emit(Request *r, uint8_t type, uint8_t flags, const void *a,
+              size_t alen, const void *b = nullptr, size_t blen = 0);
+    void emit_text(Request *r, uint8_t type, const char *s, size_t len);
+    void emit_long(Request *r, uint8_t type, const char *s, size_t len);
+    void flush(Request *r);
+    void notify(Request *r);
+    void finish_ok(Request *r, uint32_t reason, json_t *usage);
+    void fail(Request *r, unsigned status, const std::string &code,
+              const std::string &message, bool retryable,
+              uint32_t retry_after);
+    void complete(Request *r);
+    void destroy(Request *r);
+
+    // browser frames
+    void on_hello(Browser *b, json_t *f);
+    void on_answer(Browser *b, const char *type, json_t *f);
+    void bad_frame(Browser *b, json_t *f, const Verdict &v);
+
+    void publish();
+
+    const Options &opts_;
+    Segment &seg_;
+    const Schema &schema_;
+    Control *control_ = nullptr;
+    void *base_;
+
+    std::unordered_map<std::string, RequestPtr> by_id_;
+    std::vector<Request *> by_slot_;
+    std::deque<Request *> queue_;
+    std::vector<Browser *> browsers_;
+    uint64_t next_browser_ = 1;
+    bool dirty_ = true;
+    uint64_t published_ = 0;
+    int64_t started_;
+};
+
+} // namespace chatbridge
+
+#endif

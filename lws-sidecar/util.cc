@@ -1,0 +1,97 @@
+// Copyright (C) chatbridge authors
+
+#include "util.h"
+
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace chatbridge {
+
+UniqueFd &UniqueFd::operator=(UniqueFd &&o) noexcept
+{
+    if (this != &o) {
+        reset(o.release());
+    }
+    return *this;
+}
+
+void UniqueFd::reset(int fd)
+{
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+    fd_ = fd;
+}
+
+uint64_t now_ms()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+int64_t wall_s()
+{
+    return int64_t(::time(nullptr));
+}
+
+static void random_fill(void *p, size_t n)
+{
+    auto *b = static_cast<unsigned char *>(p);
+    while (n) {
+        ssize_t got = getrandom(b, n, 0);
+        if (got <= 0) {
+            continue;
+        }
+        b += got;
+        n -= size_t(got);
+    }
+}
+
+std::string random_hex(size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    std::string raw(n, '\0'), out;
+    random_fill(raw.data(), n);
+    out.reserve(2 * n);
+    for (unsigned char c : raw) {
+        out += hex[c >> 4];
+        out += hex[c & 15];
+    }
+    return out;
+}
+
+uint64_t random_u64()
+{
+    uint64_t v;
+    random_fill(&v, sizeof(v));
+    return v;
+}
+
+bool constant_time_equal(const std::string &a, const std::string &b)
+{
+    unsigned char diff = a.size() == b.size() ? 0 : 1;
+    size_t n = a.size() > b.size() ? a.size() : b.size();
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < a.size() ? a[i] : 0;
+        unsigned char y = i < b.size() ? b[i] : 0;
+        diff |= x ^ y;
+    }
+    return diff == 0;
+}
+
+size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max) {
+        return len;
+    }
+    size_t n = max;
+    while (n > 0 && n + 3 > max && (static_cast<unsigned char>(s[n]) & 0xc0)
+                                       == 0x80) {
+        n--;
+    }
+    return n ? n : max;
+}
+
+} // namespace chatbridge

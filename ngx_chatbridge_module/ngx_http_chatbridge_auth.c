@@ -1,0 +1,337 @@
+
+/*
+ * Copyright (C) chatbridge authors
+ *
+ * API keys: named keys from directives or a file.  A presented key is
+ * compared against every configured key, digest to digest, without an early
+ * exit, so the time taken says nothing about any key.  Keys never reach a
+ * log; the matching key's name is $chatbridge_key_name.
+ */
+
+
+#include <ngx_sha1.h>
+
+#include "ngx_http_chatbridge_module.h"
+
+
+#define NGX_HTTP_CHATBRIDGE_KEY_MIN         8
+#define NGX_HTTP_CHATBRIDGE_KEYS_FILE_MAX   (1024 * 1024)
+
+
+static char *ngx_http_chatbridge_key_add(ngx_conf_t *cf,
+    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key);
+static void ngx_http_chatbridge_digest(u_char *digest, u_char *data,
+    size_t len);
+
+
+ngx_int_t
+ngx_http_chatbridge_authorize(ngx_http_request_t *r,
+    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, const char **error)
+{
+    u_char                      diff, digest[20];
+    ngx_str_t                   token;
+    ngx_uint_t                  i, j, found;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_chatbridge_key_t  *keys;
+
+    ngx_str_null(name);
+
+    if (lcf->keys == NULL || lcf->keys->nelts == 0) {
+        return NGX_OK;
+    }
+
+    ngx_str_null(&token);
+
+    if (r->headers_in.authorization) {
+        token = r->headers_in.authorization->value;
+
+        if (token.len > 7 && ngx_strncasecmp(token.data, (u_char *) "Bearer ",
+                                             7) == 0)
+        {
+            token.data += 7;
+            token.len -= 7;
+
+        } else {
+            ngx_str_null(&token);
+        }
+    }
+
+    if (token.len == 0) {
+
+        /* some clients send the key the Anthropic or Azure way */
+
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if ((h[i].key.len == 9
+                 && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9)
+                    == 0)
+                || (h[i].key.len == 7
+                    && ngx_strncasecmp(h[i].key.data, (u_char *) "api-key", 7)
+                       == 0))
+            {
+                token = h[i].value;
+                break;
+            }
+        }
+    }
+
+    while (token.len && token.data[token.len - 1] == ' ') {
+        token.len--;
+    }
+
+    if (token.len == 0) {
+        *error = "You didn't provide an API key. Send it as "
+                 "\"Authorization: Bearer <key>\".";
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    ngx_http_chatbridge_digest(digest, token.data, token.len);
+
+    keys = lcf->keys->elts;
+    found = lcf->keys->nelts;
+
+    for (i = 0; i < lcf->keys->nelts; i++) {
+        diff = 0;
+
+        for (j = 0; j < 20; j++) {
+            diff |= digest[j] ^ keys[i].digest[j];
+        }
+
+        /* no branch on the secret: pick the match arithmetically */
+        found = (diff == 0) ? i : found;
+    }
+
+    if (found == lcf->keys->nelts) {
+        *error = "Incorrect API key provided.";
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    *name = keys[found].name;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    return ngx_http_chatbridge_key_add(cf, conf, &value[1], &value[2]);
+}
+
+
+/*
+ * One key per line: "<name> <key>", or just "<key>" (named key1, key2 ...).
+ * Blank lines and lines starting with # are skipped.
+ */
+
+char *
+ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char        *rv;
+    u_char      *buf, *p, *end, *eol, *s;
+    ssize_t      n;
+    ngx_fd_t     fd;
+    ngx_str_t   *value, file, name, key;
+    ngx_uint_t   line, nkeys;
+    ngx_file_t   f;
+    ngx_file_info_t  fi;
+
+    value = cf->args->elts;
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", file.data);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_ERROR;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > NGX_HTTP_CHATBRIDGE_KEYS_FILE_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" is not a readable file of at most 1m",
+                           file.data);
+        goto done;
+    }
+
+    buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        goto done;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = file;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, buf, ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    end = buf + n;
+    nkeys = 0;
+
+    for (p = buf, line = 1; p < end; p = eol + 1, line++) {
+        eol = ngx_strlchr(p, end, '\n');
+        if (eol == NULL) {
+            eol = end;
+        }
+
+        while (p < eol && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        s = eol;
+        while (s > p && (s[-1] == ' ' || s[-1] == '\t' || s[-1] == '\r')) {
+            s--;
+        }
+
+        if (p == s || *p == '#') {
+            continue;
+        }
+
+        name.data = p;
+        while (p < s && *p != ' ' && *p != '\t') {
+            p++;
+        }
+
+        name.len = p - name.data;
+
+        while (p < s && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (p == s) {
+            key = name;
+            name.data = ngx_pnalloc(cf->pool, NGX_INT_T_LEN + 3);
+            if (name.data == NULL) {
+                goto done;
+            }
+
+            name.len = ngx_sprintf(name.data, "key%ui", ++nkeys) - name.data;
+
+        } else {
+            key.data = p;
+            key.len = s - p;
+
+            if (ngx_strlchr(key.data, s, ' ') || ngx_strlchr(key.data, s, '\t'))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s:%ui: expected \"<name> <key>\"",
+                                   file.data, line);
+                goto done;
+            }
+
+            /* the name outlives the file buffer */
+
+            s = ngx_pstrdup(cf->pool, &name);
+            if (s == NULL) {
+                goto done;
+            }
+
+            name.data = s;
+        }
+
+        if (ngx_http_chatbridge_key_add(cf, conf, &name, &key) != NGX_CONF_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "in %s:%ui",
+                               file.data, line);
+            goto done;
+        }
+    }
+
+    rv = NGX_CONF_OK;
+
+done:
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%s\" failed", file.data);
+    }
+
+    return rv;
+}
+
+
+static char *
+ngx_http_chatbridge_key_add(ngx_conf_t *cf,
+    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key)
+{
+    ngx_uint_t                  i;
+    ngx_http_chatbridge_key_t  *k;
+
+    if (key->len < NGX_HTTP_CHATBRIDGE_KEY_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the API key named \"%V\" is shorter than %d "
+                           "characters", name, NGX_HTTP_CHATBRIDGE_KEY_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lcf->keys == NGX_CONF_UNSET_PTR || lcf->keys == NULL) {
+        lcf->keys = ngx_array_create(cf->pool, 4,
+                                     sizeof(ngx_http_chatbridge_key_t));
+        if (lcf->keys == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    k = lcf->keys->elts;
+
+    for (i = 0; i < lcf->keys->nelts; i++) {
+        if (k[i].name.len == name->len
+            && ngx_strncmp(k[i].name.data, name->data, name->len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate API key name \"%V\"", name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    k = ngx_array_push(lcf->keys);
+    if (k == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    k->name = *name;
+    ngx_http_chatbridge_digest(k->digest, key->data, key->len);
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_chatbridge_digest(u_char *digest, u_char *data, size_t len)
+{
+    ngx_sha1_t  sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, data, len);
+    ngx_sha1_final(digest, &sha1);
+}

@@ -1,0 +1,604 @@
+
+/*
+ * Copyright (C) chatbridge authors
+ *
+ * chatbridge: an OpenAI-compatible API served by nginx, answered by browser
+ * tabs through a sidecar.  This file holds the directives, configuration,
+ * process hooks and the routing of the /v1 requests.
+ */
+
+
+#include "ngx_http_chatbridge_module.h"
+
+
+static ngx_int_t ngx_http_chatbridge_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_chatbridge_route(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chatbridge_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_chatbridge_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_chatbridge_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_chatbridge_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_chatbridge_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_chatbridge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_chatbridge_init_process(ngx_cycle_t *cycle);
+static void ngx_http_chatbridge_exit_process(ngx_cycle_t *cycle);
+
+ngx_int_t ngx_http_chatbridge_errors_init(ngx_conf_t *cf);
+char *ngx_http_chatbridge_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_conf_enum_t  ngx_http_chatbridge_kinds[] = {
+    { ngx_string("any"), CB_KIND_ANY },
+    { ngx_string("arena"), CB_KIND_ARENA },
+    { ngx_string("tavern"), CB_KIND_TAVERN },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_chatbridge_messages_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_chatbridge_attachments_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000
+};
+
+
+static ngx_command_t  ngx_http_chatbridge_commands[] = {
+
+    { ngx_string("chatbridge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chatbridge,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chatbridge_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_sidecar"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_main_conf_t, sidecar),
+      NULL },
+
+    { ngx_string("chatbridge_link_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_main_conf_t, link_wait),
+      NULL },
+
+    { ngx_string("chatbridge_adapter"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, kind),
+      &ngx_http_chatbridge_kinds },
+
+    { ngx_string("chatbridge_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("chatbridge_max_response_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, max_response_size),
+      NULL },
+
+    { ngx_string("chatbridge_max_messages"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, max_messages),
+      &ngx_http_chatbridge_messages_bounds },
+
+    { ngx_string("chatbridge_max_text"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, max_text),
+      NULL },
+
+    { ngx_string("chatbridge_max_attachment_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, max_attachment),
+      NULL },
+
+    { ngx_string("chatbridge_max_attachments"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, max_attachments),
+      &ngx_http_chatbridge_attachments_bounds },
+
+    { ngx_string("chatbridge_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("chatbridge_total_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, total_timeout),
+      NULL },
+
+    { ngx_string("chatbridge_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, keepalive),
+      NULL },
+
+    { ngx_string("chatbridge_tavern_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, tavern),
+      NULL },
+
+    { ngx_string("chatbridge_bypass_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, bypass),
+      NULL },
+
+    { ngx_string("chatbridge_api_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_chatbridge_api_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_api_keys_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_api_keys_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_models_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_models_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_chatbridge_module_ctx = {
+    ngx_http_chatbridge_preconfiguration,  /* preconfiguration */
+    ngx_http_chatbridge_postconfiguration, /* postconfiguration */
+
+    ngx_http_chatbridge_create_main_conf,  /* create main configuration */
+    ngx_http_chatbridge_init_main_conf,    /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_chatbridge_create_loc_conf,   /* create location configuration */
+    ngx_http_chatbridge_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_chatbridge_module = {
+    NGX_MODULE_V1,
+    &ngx_http_chatbridge_module_ctx,       /* module context */
+    ngx_http_chatbridge_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_chatbridge_init_process,      /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_chatbridge_exit_process,      /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_chatbridge_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        name;
+    ngx_uint_t                       what;
+    const char                      *error;
+    ngx_table_elt_t                 *allow;
+    ngx_http_chatbridge_ctx_t       *ctx;
+    ngx_http_chatbridge_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chatbridge_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
+
+    rc = ngx_http_chatbridge_authorize(r, lcf, &name, &error);
+
+    if (rc != NGX_OK) {
+        ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
+        ngx_http_discard_request_body(r);
+
+        allow = ngx_list_push(&r->headers_out.headers);
+        if (allow == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        allow->hash = 1;
+        ngx_str_set(&allow->key, "WWW-Authenticate");
+        ngx_str_set(&allow->value, "Bearer");
+
+        return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                              "invalid_api_key", NULL, error,
+                                              ngx_strlen(error), 0);
+    }
+
+    ctx->key_name = name;
+
+    what = ngx_http_chatbridge_route(r);
+
+    if (what == 0) {
+        ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
+        ngx_http_discard_request_body(r);
+        return ngx_http_chatbridge_send_error(r, NGX_HTTP_NOT_FOUND,
+                   "unknown_url", NULL,
+                   "Unknown request URL. Try POST /v1/chat/completions, "
+                   "GET /v1/models or POST /v1/images/generations.",
+                   sizeof("Unknown request URL. Try POST /v1/chat/completions,"
+                          " GET /v1/models or POST /v1/images/generations.")
+                   - 1, 0);
+    }
+
+    if (what == NGX_HTTP_CHATBRIDGE_MODELS || what == NGX_HTTP_CHATBRIDGE_MODEL)
+    {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            goto not_allowed;
+        }
+
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_chatbridge_models_handler(r,
+                                       what == NGX_HTTP_CHATBRIDGE_MODEL);
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        goto not_allowed;
+    }
+
+    if (what == NGX_HTTP_CHATBRIDGE_IMAGES) {
+        return ngx_http_chatbridge_images_handler(r);
+    }
+
+    return ngx_http_chatbridge_chat_handler(r);
+
+not_allowed:
+
+    ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
+
+    allow = ngx_list_push(&r->headers_out.headers);
+    if (allow == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    allow->hash = 1;
+    ngx_str_set(&allow->key, "Allow");
+
+    if (what == NGX_HTTP_CHATBRIDGE_MODELS
+        || what == NGX_HTTP_CHATBRIDGE_MODEL)
+    {
+        ngx_str_set(&allow->value, "GET, HEAD");
+
+    } else {
+        ngx_str_set(&allow->value, "POST");
+    }
+
+    ngx_http_discard_request_body(r);
+
+    return ngx_http_chatbridge_send_error(r, NGX_HTTP_NOT_ALLOWED,
+               "method_not_allowed", NULL,
+               "This method is not allowed for this URL; see the Allow "
+               "header.",
+               sizeof("This method is not allowed for this URL; see the "
+                      "Allow header.") - 1, 0);
+}
+
+
+/*
+ * The API is found by the tail of the URI, so it works under any location
+ * prefix: /v1/chat/completions, /openai/v1/chat/completions, /x/models ...
+ */
+
+static ngx_uint_t
+ngx_http_chatbridge_route(ngx_http_request_t *r)
+{
+    u_char     *p, *end;
+    ngx_str_t   uri;
+
+    uri = r->uri;
+
+    while (uri.len > 1 && uri.data[uri.len - 1] == '/') {
+        uri.len--;
+    }
+
+    end = uri.data + uri.len;
+
+#define ngx_http_chatbridge_tail(s)                                          \
+    (uri.len >= sizeof(s) - 1                                                \
+     && ngx_strncmp(end - (sizeof(s) - 1), s, sizeof(s) - 1) == 0)
+
+    if (ngx_http_chatbridge_tail("/chat/completions")) {
+        return NGX_HTTP_CHATBRIDGE_CHAT;
+    }
+
+    if (ngx_http_chatbridge_tail("/images/generations")) {
+        return NGX_HTTP_CHATBRIDGE_IMAGES;
+    }
+
+    if (ngx_http_chatbridge_tail("/models")) {
+        return NGX_HTTP_CHATBRIDGE_MODELS;
+    }
+
+#undef ngx_http_chatbridge_tail
+
+    /* /models/<id>, where the id may itself contain slashes */
+
+    p = ngx_strlcasestrn(uri.data, end, (u_char *) "/models/", 8 - 1);
+
+    if (p && p + 8 < end) {
+        return NGX_HTTP_CHATBRIDGE_MODEL;
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_chatbridge_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_chatbridge_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_chatbridge_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_str_t                         name;
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chatbridge_module);
+
+    ngx_str_set(&name, "request_id");
+
+    mcf->request_id_index = ngx_http_get_variable_index(cf, &name);
+    if (mcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chatbridge_errors_init(cf);
+}
+
+
+static void *
+ngx_http_chatbridge_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chatbridge_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->sidecar = { 0, NULL };
+     *     mcf->link = NULL;
+     */
+
+    mcf->link_wait = NGX_CONF_UNSET_MSEC;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_chatbridge_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_chatbridge_main_conf_t  *mcf = conf;
+
+    if (mcf->sidecar.len == 0) {
+        ngx_str_set(&mcf->sidecar, "/run/chatbridge/sidecar.sock");
+    }
+
+    if (mcf->sidecar.len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chatbridge_sidecar path \"%V\" is too long",
+                           &mcf->sidecar);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_msec_value(mcf->link_wait, 1000);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_chatbridge_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_chatbridge_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chatbridge_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->kind = NGX_CONF_UNSET_UINT;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->max_response_size = NGX_CONF_UNSET_SIZE;
+    conf->max_messages = NGX_CONF_UNSET_UINT;
+    conf->max_text = NGX_CONF_UNSET_SIZE;
+    conf->max_attachment = NGX_CONF_UNSET_SIZE;
+    conf->max_attachments = NGX_CONF_UNSET_UINT;
+    conf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    conf->total_timeout = NGX_CONF_UNSET_MSEC;
+    conf->keepalive = NGX_CONF_UNSET_MSEC;
+    conf->tavern = NGX_CONF_UNSET;
+    conf->bypass = NGX_CONF_UNSET;
+    conf->keys = NGX_CONF_UNSET_PTR;
+    conf->models = NGX_CONF_UNSET_PTR;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_chatbridge_loc_conf_t  *prev = parent;
+    ngx_http_chatbridge_loc_conf_t  *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->kind, prev->kind, CB_KIND_ANY);
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              16 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->max_response_size,
+                              prev->max_response_size, 8 * 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->max_messages, prev->max_messages, 2048);
+    ngx_conf_merge_size_value(conf->max_text, prev->max_text,
+                              4 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->max_attachment, prev->max_attachment,
+                              10 * 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->max_attachments, prev->max_attachments,
+                              16);
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
+                              360000);
+    ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
+                              1800000);
+    ngx_conf_merge_msec_value(conf->keepalive, prev->keepalive, 15000);
+    ngx_conf_merge_value(conf->tavern, prev->tavern, 0);
+    ngx_conf_merge_value(conf->bypass, prev->bypass, 0);
+    ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
+    ngx_conf_merge_ptr_value(conf->models, prev->models, NULL);
+
+    if (conf->idle_timeout == 0 || conf->total_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chatbridge timeouts must be greater than zero");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * chatbridge_max_body_size is the one body limit of a chatbridge
+     * location: nginx's own limit follows it, and bodies up to 1m stay in
+     * memory.  The core module's merge has already run.
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    clcf->client_max_body_size = conf->max_body_size;
+
+    if (clcf->client_body_buffer_size
+        < ngx_min(conf->max_body_size, 1024 * 1024))
+    {
+        clcf->client_body_buffer_size = ngx_min(conf->max_body_size,
+                                                1024 * 1024);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chatbridge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chatbridge_loc_conf_t  *lcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    lcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_chatbridge_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chatbridge_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_chatbridge_module);
+    if (mcf == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_chatbridge_link_init(cycle, mcf);
+}
+
+
+static void
+ngx_http_chatbridge_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_chatbridge_module);
+
+    if (mcf && mcf->link) {
+        ngx_http_chatbridge_link_exit(mcf->link);
+        mcf->link = NULL;
+    }
+}

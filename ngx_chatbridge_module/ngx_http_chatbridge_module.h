@@ -1,0 +1,243 @@
+
+/*
+ * Copyright (C) chatbridge authors
+ */
+
+#ifndef _NGX_HTTP_CHATBRIDGE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CHATBRIDGE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "cb_shm.h"
+#include "cb_json.h"
+#include "cb_openai.h"
+
+
+#define NGX_HTTP_CHATBRIDGE_MAX_PARTS       10
+
+/* what a request asks for, from the tail of its URI */
+#define NGX_HTTP_CHATBRIDGE_CHAT            1
+#define NGX_HTTP_CHATBRIDGE_MODELS          2
+#define NGX_HTTP_CHATBRIDGE_MODEL           3
+#define NGX_HTTP_CHATBRIDGE_IMAGES          4
+
+/* link states */
+#define NGX_HTTP_CHATBRIDGE_LINK_DOWN       0
+#define NGX_HTTP_CHATBRIDGE_LINK_HELLO      1   /* connected, no welcome */
+#define NGX_HTTP_CHATBRIDGE_LINK_READY      2
+
+/* how a request ended, for $chatbridge_outcome */
+#define NGX_HTTP_CHATBRIDGE_OUTCOMES(X)                                      \
+    X(NONE,          "")                                                    \
+    X(OK,            "ok")                                                  \
+    X(ERROR,         "error")                                               \
+    X(REJECTED,      "rejected")                                            \
+    X(TIMEOUT,       "timeout")                                             \
+    X(CLIENT_CLOSED, "client_closed")                                       \
+    X(BRIDGE_DOWN,   "bridge_down")
+
+#define NGX_HTTP_CHATBRIDGE_OUTCOME_ENUM(name, str)                          \
+    NGX_HTTP_CHATBRIDGE_OUTCOME_##name,
+enum { NGX_HTTP_CHATBRIDGE_OUTCOMES(NGX_HTTP_CHATBRIDGE_OUTCOME_ENUM) };
+#undef NGX_HTTP_CHATBRIDGE_OUTCOME_ENUM
+
+
+typedef struct ngx_http_chatbridge_link_s  ngx_http_chatbridge_link_t;
+typedef struct ngx_http_chatbridge_ctx_s   ngx_http_chatbridge_ctx_t;
+
+
+typedef struct {
+    ngx_str_t                       name;
+    u_char                          digest[20];     /* SHA-1 of the key */
+} ngx_http_chatbridge_key_t;
+
+
+typedef struct {
+    ngx_str_t                       sidecar;
+    ngx_msec_t                      link_wait;
+    ngx_int_t                       request_id_index;
+    ngx_http_chatbridge_link_t     *link;
+} ngx_http_chatbridge_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                      enable;
+    ngx_uint_t                      kind;
+    size_t                          max_body_size;
+    size_t                          max_response_size;
+    ngx_uint_t                      max_messages;
+    size_t                          max_text;
+    size_t                          max_attachment;
+    ngx_uint_t                      max_attachments;
+    ngx_msec_t                      idle_timeout;
+    ngx_msec_t                      total_timeout;
+    ngx_msec_t                      keepalive;
+    ngx_flag_t                      tavern;
+    ngx_flag_t                      bypass;
+    ngx_array_t                    *keys;       /* ngx_http_chatbridge_key_t */
+    ngx_array_t                    *models;     /* ngx_str_t */
+} ngx_http_chatbridge_loc_conf_t;
+
+
+/* one slot's worth of work: a chat has one part, an image request n */
+
+typedef struct {
+    ngx_http_chatbridge_ctx_t      *ctx;
+    ngx_str_t                       id;         /* request_id of its task */
+    u_char                         *task;       /* frame JSON until sent */
+    size_t                          task_len;
+    uint32_t                        slot;
+    uint32_t                        gen;
+
+    ngx_str_t                       image;
+    ngx_uint_t                      status;     /* error status, 0 if none */
+    ngx_str_t                       error_code;
+    ngx_str_t                       error_message;
+    uint32_t                        retry_after;
+
+    unsigned                        held:1;     /* the slot is ours */
+    unsigned                        ended:1;    /* final record consumed */
+} ngx_http_chatbridge_part_t;
+
+
+struct ngx_http_chatbridge_ctx_s {
+    ngx_http_request_t             *request;
+    ngx_http_chatbridge_link_t     *link;
+    ngx_queue_t                     queue;      /* link active or waiting */
+
+    ngx_uint_t                      op;
+    ngx_uint_t                      nparts;
+    ngx_uint_t                      nended;
+    ngx_http_chatbridge_part_t     *parts;
+
+    ngx_str_t                       request_id;
+    ngx_str_t                       model;
+    u_char                         *head;       /* fixed part of chunks */
+    size_t                          head_len;
+    time_t                          created;
+
+    ngx_event_t                     timer;
+    ngx_msec_t                      start;
+    ngx_msec_t                      first;      /* first answer record */
+    ngx_msec_t                      last;       /* last record or output */
+    ngx_msec_t                      last_out;   /* last byte to the client */
+
+    /* streaming output */
+    ngx_chain_t                    *out;
+    ngx_chain_t                   **out_last;
+    ngx_chain_t                    *free;
+    ngx_chain_t                    *busy;
+    size_t                          out_size;   /* bytes in out */
+
+    /* non-streaming: escaped text collected for the final JSON */
+    ngx_chain_t                    *content;
+    ngx_chain_t                   **content_last;
+    ngx_chain_t                    *reasoning;
+    ngx_chain_t                   **reasoning_last;
+    size_t                          collected;
+
+    /* a record that arrived in pieces (CB_REC_MORE) */
+    u_char                         *more;
+    size_t                          more_len;
+    size_t                          more_size;
+    ngx_uint_t                      more_type;
+
+    cb_usage_t                      usage;
+    size_t                          out_ascii;  /* for the token estimate */
+    size_t                          out_other;
+    ngx_uint_t                      finish_reason;
+    ngx_uint_t                      outcome;
+    ngx_str_t                       browser;
+    ngx_str_t                       key_name;
+    ngx_str_t                       error_page; /* replaces nginx's page */
+
+    unsigned                        stream:1;
+    unsigned                        include_usage:1;
+    unsigned                        header_sent:1;
+    unsigned                        role_sent:1;
+    unsigned                        waiting:1;  /* for the link */
+    unsigned                        finalized:1;
+    unsigned                        usage_known:1;
+    unsigned                        replace:1;  /* error_page pending */
+};
+
+
+extern ngx_module_t  ngx_http_chatbridge_module;
+
+
+/* ngx_http_chatbridge_link.c: this worker's link to the sidecar */
+
+ngx_int_t ngx_http_chatbridge_link_init(ngx_cycle_t *cycle,
+    ngx_http_chatbridge_main_conf_t *mcf);
+void ngx_http_chatbridge_link_exit(ngx_http_chatbridge_link_t *link);
+ngx_uint_t ngx_http_chatbridge_link_state(ngx_http_chatbridge_link_t *link);
+void ngx_http_chatbridge_link_connect(ngx_http_chatbridge_link_t *link);
+void ngx_http_chatbridge_link_wait(ngx_http_chatbridge_link_t *link,
+    ngx_http_chatbridge_ctx_t *ctx);
+void ngx_http_chatbridge_link_track(ngx_http_chatbridge_link_t *link,
+    ngx_http_chatbridge_ctx_t *ctx);
+ngx_int_t ngx_http_chatbridge_link_submit(ngx_http_chatbridge_link_t *link,
+    ngx_http_chatbridge_part_t *part, ngx_uint_t kind);
+ngx_int_t ngx_http_chatbridge_link_read(ngx_http_chatbridge_link_t *link,
+    ngx_http_chatbridge_part_t *part, cb_rec_header_t *hdr, u_char **data);
+void ngx_http_chatbridge_link_giveup(ngx_http_chatbridge_link_t *link,
+    ngx_http_chatbridge_part_t *part);
+void ngx_http_chatbridge_link_drained(ngx_http_chatbridge_link_t *link,
+    ngx_http_chatbridge_part_t *part);
+void *ngx_http_chatbridge_link_segment(ngx_http_chatbridge_link_t *link);
+cb_worker_counters_t *ngx_http_chatbridge_link_counters(
+    ngx_http_chatbridge_link_t *link);
+ngx_int_t ngx_http_chatbridge_link_state_doc(ngx_http_chatbridge_link_t *link,
+    ngx_pool_t *pool, ngx_str_t *doc);
+
+
+/* ngx_http_chatbridge_chat.c: chat completions and images */
+
+ngx_int_t ngx_http_chatbridge_chat_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_chatbridge_images_handler(ngx_http_request_t *r);
+
+
+/* ngx_http_chatbridge_stream.c: waiting, records, responses */
+
+ngx_int_t ngx_http_chatbridge_start(ngx_http_request_t *r,
+    ngx_http_chatbridge_ctx_t *ctx);
+void ngx_http_chatbridge_wake(ngx_http_chatbridge_part_t *part);
+void ngx_http_chatbridge_link_ready(ngx_http_chatbridge_ctx_t *ctx);
+void ngx_http_chatbridge_link_lost(ngx_http_chatbridge_ctx_t *ctx);
+ngx_int_t ngx_http_chatbridge_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *param,
+    const char *message, size_t len, uint32_t retry_after);
+ngx_int_t ngx_http_chatbridge_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *json, size_t len);
+
+
+/* ngx_http_chatbridge_models.c */
+
+ngx_int_t ngx_http_chatbridge_models_handler(ngx_http_request_t *r,
+    ngx_uint_t one);
+char *ngx_http_chatbridge_models_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+/* ngx_http_chatbridge_auth.c */
+
+ngx_int_t ngx_http_chatbridge_authorize(ngx_http_request_t *r,
+    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name,
+    const char **error);
+char *ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+/* ngx_http_chatbridge_variables.c */
+
+ngx_int_t ngx_http_chatbridge_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_CHATBRIDGE_MODULE_H_INCLUDED_ */

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Install what a tier needs from Debian's packages.
+#
+#   util/deps.sh run     build and run: nginx, nginx-dev, libwebsockets, jansson
+#   util/deps.sh test    the above, plus Check, Perl test modules, Node.js, Chromium
+#   util/deps.sh bench   the above, plus wrk
+#
+# As root, missing packages are installed with apt-get (services are kept from
+# starting during the install, so Debian's nginx does not take port 80).
+# Otherwise the exact command is printed and the script fails.
+
+set -euo pipefail
+
+tier=${1:-run}
+
+run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
+          build-essential ca-certificates curl)
+test_pkgs=(check perl libjson-pp-perl openssl chromium)
+bench_pkgs=(wrk)
+
+case "$tier" in
+    run)   want=("${run_pkgs[@]}") ;;
+    test)  want=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
+    bench) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    *)     echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+esac
+
+# Node.js: any install that provides node >= 18 and npm will do (Debian's
+# nodejs + npm, or one that is already there).
+need_node=0
+if [ "$tier" != run ]; then
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        need_node=1
+    elif ! node -e 'process.exit(+process.versions.node.split(".")[0] < 18)'
+    then
+        need_node=1
+    fi
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+         | grep -q 'install ok installed'
+    then
+        missing+=("$p")
+    fi
+done
+if [ "$need_node" = 1 ]; then
+    missing+=(nodejs npm)
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "chatbridge needs these Debian packages: ${missing[*]}" >&2
+    echo "Install them as root, then run make again:" >&2
+    echo "    sudo sh -c '$cmd'" >&2
+    exit 1
+fi
+
+echo "chatbridge: installing ${missing[*]}" >&2
+
+# keep Debian's nginx service from starting on port 80 during the install
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    made_policy=1
+fi
+trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
+
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${missing[@]}"
