@@ -19,6 +19,8 @@
 //   [[hang-after N]]        stop after N deltas (await cancel)
 //   [[close-after N]]       drop the connection after N deltas
 //   [[state needs_human]]   report the tab as needing a person, then fail
+//   [[close-once FILE]]     the first browser to get this task drops the
+//                           connection (it creates FILE; others answer)
 //
 // Events (task, cancel, pause, resume, protocol errors) go to --log as JSON
 // lines, so a test can see that a cancel reached the browser.
@@ -112,6 +114,17 @@ async function work(client, task, tracked) {
            messages: task.messages, params: task.params, kind: task.kind });
 
   if (d.silent) return new Promise(() => {});
+
+  if (d['close-once']) {
+    let first = false;
+    try { fs.closeSync(fs.openSync(String(d['close-once']), 'wx')); first = true; }
+    catch (_) { /* another browser was first */ }
+    if (first) {
+      record({ event: 'closing', browser: client.browserId, request_id: id });
+      client._ws.close(1000, 'scripted close');
+      return new Promise(() => {});
+    }
+  }
 
   if (d.state) {
     client.sendState(d.state, 'fake verification page');

@@ -1,0 +1,537 @@
+package ChatBridgeTest;
+
+# A small harness for chatbridge's integration tests, in the spirit of
+# Test::Nginx (which Debian does not package): it starts the real sidecar,
+# Debian's nginx with the module, and scripted browsers, on ports and paths
+# chosen at run time, and stops them by pid.  Every instance checks at the
+# end that nginx's error log has no [alert], [crit] or [emerg] line.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(:sys_wait_h);
+use Socket qw(SOL_SOCKET SO_REUSEADDR);
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+our $TOP = abs_path(dirname(__FILE__) . '/../..');
+our $NGINX = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+our $MODULE = "$TOP/build/nginx/ngx_http_chatbridge_module.so";
+our $SIDECAR = "$TOP/build/chatbridge-sidecar";
+
+my $json = JSON::PP->new->utf8->canonical;
+
+sub new {
+    my ($class, %o) = @_;
+
+    my $dir = tempdir('cbtest-XXXXXX', TMPDIR => 1,
+                      CLEANUP => !$ENV{CB_KEEP});
+    chmod 0755, $dir;
+    mkdir "$dir/tmp";
+    chmod 01777, "$dir/tmp";
+
+    my $self = bless {
+        dir => $dir,
+        port => free_port(),
+        token => 'test-token-' . int(rand(1e9)),
+        pids => {},
+        browsers => [],
+        owner => $$,
+        %o,
+    }, $class;
+
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub token { $_[0]{token} }
+sub url { "http://127.0.0.1:$_[0]{port}" . ($_[1] // '') }
+
+# a port nothing listens on now (bind 0, read it, close)
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1)
+        or die "no free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+sub spawn {
+    my ($self, $name, $out, @cmd) = @_;
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDOUT, '>>', $out or die "$out: $!";
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or die "exec $cmd[0]: $!";
+    }
+
+    $self->{pids}{$pid} = $name;
+    return $pid;
+}
+
+sub start_sidecar {
+    my ($self, @args) = @_;
+
+    my @group = $> == 0 ? ('--control-group', 'nogroup') : ();
+
+    my $pid = $self->spawn('sidecar', "$self->{dir}/sidecar.log", $SIDECAR,
+                           '--control', "$self->{dir}/sidecar.sock",
+                           '--listen', "unix:$self->{dir}/ws.sock",
+                           '--token', $self->{token},
+                           '--log-level', ($ENV{CB_LOG} // 'info'), @group, @args);
+    $self->{sidecar} = $pid;
+
+    wait_for(sub { -S "$self->{dir}/sidecar.sock" && -S "$self->{dir}/ws.sock" },
+             5) or die "the sidecar did not start:\n" . $self->log('sidecar');
+
+    return $pid;
+}
+
+sub kill_sidecar {
+    my ($self, $signal) = @_;
+    my $pid = delete $self->{sidecar} or return;
+    kill $signal // 'TERM', $pid;
+    waitpid $pid, 0;
+    delete $self->{pids}{$pid};
+}
+
+# %o: http => text for http{}, location => text for location /v1/,
+#     server => text for server{}, workers => N
+sub start_nginx {
+    my ($self, %o) = @_;
+
+    my $dir = $self->{dir};
+    my $user = $> == 0 ? 'user nobody nogroup;' : '';
+    my $workers = $o{workers} // 2;
+
+    $self->{conf} = <<"CONF";
+load_module $MODULE;
+$user
+worker_processes $workers;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+lock_file $dir/nginx.lock;
+error_log $dir/error.log info;
+worker_shutdown_timeout 30s;
+
+events { worker_connections 2048; }
+
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    access_log $dir/access.log;
+
+    chatbridge_sidecar $dir/sidecar.sock;
+
+    @{[ $o{http} // '' ]}
+
+    server {
+        listen 127.0.0.1:$self->{port};
+
+        location /v1/ {
+            chatbridge;
+            @{[ $o{location} // '' ]}
+        }
+
+        location = /chatbridge/ws {
+            proxy_pass http://unix:$dir/ws.sock:;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
+            proxy_buffering off;
+        }
+
+        location = /chatbridge/status {
+            chatbridge_status;
+        }
+
+        @{[ $o{server} // '' ]}
+    }
+}
+CONF
+
+    open my $fh, '>', "$dir/nginx.conf" or die $!;
+    print $fh $self->{conf};
+    close $fh;
+
+    my $pid = $self->spawn('nginx', "$dir/nginx.out", $NGINX, '-p', $dir,
+                           '-c', "$dir/nginx.conf", '-e', "$dir/error.log");
+    $self->{nginx} = $pid;
+
+    wait_for(sub { my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                                 PeerPort => $self->{port});
+                   $s ? 1 : 0 }, 5)
+        or die "nginx did not start:\n" . $self->log('nginx.out')
+               . $self->log('error');
+
+    # the workers link to the sidecar right after they start
+    if ($self->{sidecar}) {
+        wait_for(sub { ($self->status->{link} // '') eq 'ready'
+                       && @{ $self->status->{workers} // [] } >= $workers },
+                 5);
+    }
+
+    return $pid;
+}
+
+sub reload_nginx {
+    my ($self) = @_;
+    kill 'HUP', $self->{nginx};
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    my $pid = delete $self->{nginx} or return;
+    kill 'QUIT', $pid;
+    waitpid $pid, 0;
+    delete $self->{pids}{$pid};
+}
+
+# a scripted browser (t/lib/fake-browser.mjs); returns its pid
+sub start_browser {
+    my ($self, @args) = @_;
+
+    my $n = @{ $self->{browsers} } + 1;
+    my $log = "$self->{dir}/browser$n.log";
+    my $pid = $self->spawn("browser$n", "$self->{dir}/browser$n.out", 'node',
+                           "$TOP/t/lib/fake-browser.mjs",
+                           '--url', "ws://127.0.0.1:$self->{port}/chatbridge/ws",
+                           '--token', $self->{token}, '--log', $log, @args);
+    push @{ $self->{browsers} }, { pid => $pid, log => $log };
+    return $pid;
+}
+
+sub stop_browser {
+    my ($self, $pid, $signal) = @_;
+    kill $signal // 'TERM', $pid;
+    waitpid $pid, 0;
+    delete $self->{pids}{$pid};
+}
+
+# wait until the sidecar reports n ready browsers
+sub wait_browsers {
+    my ($self, $n, $timeout) = @_;
+    return wait_for(sub {
+        my @b = grep { $_->{state} eq 'ready' }
+                @{ $self->status->{browsers} // [] };
+        @b >= $n;
+    }, $timeout // 10);
+}
+
+sub status {
+    my ($self) = @_;
+    my $r = HTTP::Tiny->new(timeout => 5)->get($self->url('/chatbridge/status'));
+    return {} unless $r->{success};
+    return eval { $json->decode($r->{content}) } // {};
+}
+
+# the events every scripted browser logged, in time order
+sub events {
+    my ($self, $event) = @_;
+    my @all;
+    for my $b (@{ $self->{browsers} }) {
+        open my $fh, '<', $b->{log} or next;
+        while (<$fh>) {
+            my $e = eval { $json->decode($_) } or next;
+            push @all, $e;
+        }
+    }
+    @all = sort { $a->{t} <=> $b->{t} } @all;
+    return defined $event ? grep { $_->{event} eq $event } @all : @all;
+}
+
+sub http {
+    my ($self, $method, $path, $body, $headers) = @_;
+    my %h = (%{ $headers // {} });
+    $h{'Content-Type'} //= 'application/json' if defined $body;
+    return HTTP::Tiny->new(timeout => 30)->request($method, $self->url($path), {
+        headers => \%h,
+        defined $body ? (content => ref $body ? $json->encode($body) : $body)
+                      : (),
+    });
+}
+
+sub decode { eval { $json->decode($_[1]) } }
+sub encode { $json->encode($_[1]) }
+
+# A request over a plain socket, read as it arrives: returns the status,
+# headers and every SSE event with the time it arrived.  %o: close_after =>
+# N events then hang up; timeout => seconds; on_event => sub.
+sub raw {
+    my ($self, $method, $path, $body, %o) = @_;
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $self->{port}, Timeout => 5)
+        or die "connect: $!";
+    my $payload = ref $body ? $json->encode($body) : ($body // '');
+    my $req = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
+              . "Connection: close\r\n"
+              . join('', map { "$_: $o{headers}{$_}\r\n" }
+                         keys %{ $o{headers} // {} })
+              . (length $payload ? "Content-Type: application/json\r\n"
+                                   . "Content-Length: " . length($payload)
+                                   . "\r\n" : '')
+              . "\r\n" . $payload;
+    $s->syswrite($req);
+
+    my $start = time;
+    my $deadline = $start + ($o{timeout} // 30);
+    my $sel = IO::Select->new($s);
+    my ($buf, $head, %res) = ('');
+    $res{events} = [];
+    my $body_raw = '';
+    my $chunked;
+
+    while (time < $deadline) {
+        last unless $sel->can_read($deadline - time);
+        my $n = $s->sysread(my $chunk, 65536);
+        last unless $n;
+        $buf .= $chunk;
+
+        if (!defined $head) {
+            my $i = index $buf, "\r\n\r\n";
+            next if $i < 0;
+            $head = substr $buf, 0, $i;
+            $buf = substr $buf, $i + 4;
+            my @lines = split /\r\n/, $head;
+            ($res{status}) = (shift(@lines) =~ m{^HTTP/\S+ (\d+)});
+            for (@lines) {
+                my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+                $res{headers}{lc $k} = $v;
+            }
+            $chunked = ($res{headers}{'transfer-encoding'} // '') =~ /chunked/;
+        }
+
+        # de-chunk what we have
+        if ($chunked) {
+            while ($buf =~ /^([0-9a-fA-F]+)\r\n/) {
+                my $len = hex $1;
+                my $hl = length($1) + 2;
+                last if length($buf) < $hl + $len + 2;
+                $body_raw .= substr $buf, $hl, $len;
+                $buf = substr $buf, $hl + $len + 2;
+                if ($len == 0) { $deadline = 0; last }
+            }
+        } else {
+            $body_raw .= $buf;
+            $buf = '';
+        }
+
+        while ($body_raw =~ s/^(.*?)\n\n//s) {
+            my $ev = $1;
+            push @{ $res{events} }, { at => time - $start, text => $ev };
+            $o{on_event}->($ev, $s) if $o{on_event};
+            if ($o{close_after} && @{ $res{events} } >= $o{close_after}) {
+                close $s;
+                $res{closed} = 1;
+                return \%res;
+            }
+        }
+    }
+
+    $res{body} = $body_raw;
+    $res{elapsed} = time - $start;
+    close $s;
+    return \%res;
+}
+
+# data: payloads of SSE events, decoded where they are JSON
+sub sse_data {
+    my ($self, $res) = @_;
+    my @out;
+    for my $e (@{ $res->{events} }) {
+        next unless $e->{text} =~ /^data: (.*)$/s;
+        my $d = $1;
+        push @out, $d eq '[DONE]' ? '[DONE]' : ($json->decode($d));
+    }
+    return @out;
+}
+
+# the text of a streamed answer
+sub sse_text {
+    my ($self, $res) = @_;
+    return join '', map { ref $_ && $_->{choices} && @{ $_->{choices} }
+                          ? ($_->{choices}[0]{delta}{content} // '') : '' }
+                    $self->sse_data($res);
+}
+
+# many requests at once over plain sockets; returns responses in order
+sub concurrent {
+    my ($self, @bodies) = @_;
+
+    my (@conns, @res);
+    for my $i (0 .. $#bodies) {
+        my $payload = $json->encode($bodies[$i]);
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $self->{port},
+                                      Blocking => 1, Timeout => 5)
+            or die "connect: $!";
+        $s->syswrite("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     . "Connection: close\r\nContent-Type: application/json\r\n"
+                     . "Content-Length: " . length($payload) . "\r\n\r\n"
+                     . $payload);
+        push @conns, { s => $s, buf => '', i => $i };
+    }
+
+    my $sel = IO::Select->new(map { $_->{s} } @conns);
+    my %by = map { fileno($_->{s}) => $_ } @conns;
+    my $deadline = time + 60;
+
+    while ($sel->count && time < $deadline) {
+        for my $s ($sel->can_read(1)) {
+            my $c = $by{fileno $s};
+            my $n = $s->sysread(my $chunk, 65536);
+            if ($n) {
+                $c->{buf} .= $chunk;
+                next;
+            }
+            $sel->remove($s);
+            close $s;
+            my ($head, $body) = split /\r\n\r\n/, $c->{buf}, 2;
+            my ($status) = ($head // '') =~ m{^HTTP/\S+ (\d+)};
+            $body = dechunk($body // '') if ($head // '') =~ /chunked/i;
+            $res[$c->{i}] = { status => $status, body => $body };
+        }
+    }
+
+    return @res;
+}
+
+sub dechunk {
+    my ($raw) = @_;
+    my $out = '';
+    while ($raw =~ s/^([0-9a-fA-F]+)\r\n//) {
+        my $len = hex $1;
+        last if $len == 0;
+        $out .= substr $raw, 0, $len;
+        $raw = substr $raw, $len + 2;
+    }
+    return $out;
+}
+
+# the answer text of an SSE body
+sub sse_body_text {
+    my ($self, $body) = @_;
+    my $text = '';
+    for my $ev (split /\n\n/, $body) {
+        next unless $ev =~ /^data: (\{.*\})$/s;
+        my $d = $json->decode($1);
+        $text .= $d->{choices}[0]{delta}{content} // ''
+            if $d->{choices} && @{ $d->{choices} };
+    }
+    return $text;
+}
+
+sub log {
+    my ($self, $name) = @_;
+    my $file = $name =~ m{/} ? $name : "$self->{dir}/$name"
+                                       . ($name =~ /\./ ? '' : '.log');
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub wait_for {
+    my ($cond, $timeout) = @_;
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    return $cond->() ? 1 : 0;
+}
+
+# lines a test causes on purpose (a worker killed with -9) can be excused
+sub expect_alert {
+    my ($self, $re) = @_;
+    push @{ $self->{expected} }, $re;
+}
+
+sub error_log_clean {
+    my ($self) = @_;
+    my @bad = grep { /\[(alert|crit|emerg)\]/ } split /\n/, $self->log('error');
+    for my $re (@{ $self->{expected} // [] }) {
+        @bad = grep { $_ !~ $re } @bad;
+    }
+    is(scalar(@bad), 0, 'no alert, crit or emerg in the error log')
+        or diag(join "\n", @bad);
+}
+
+sub stop {
+    my ($self) = @_;
+
+    # a forked client must not tear down what its parent runs
+    return if $$ != $self->{owner};
+    return if $self->{stopped}++;
+
+    # browsers first (a proxied WebSocket would hold an exiting nginx
+    # worker), then nginx (graceful), then the sidecar
+    for my $b (@{ $self->{browsers} }) {
+        kill 'TERM', $b->{pid} if $self->{pids}{ $b->{pid} };
+    }
+    for my $b (@{ $self->{browsers} }) {
+        if ($self->{pids}{ $b->{pid} }) {
+            waitpid $b->{pid}, 0;
+            delete $self->{pids}{ $b->{pid} };
+        }
+    }
+
+    $self->stop_nginx;
+
+    for my $pid (keys %{ $self->{pids} }) {
+        kill 'TERM', $pid;
+    }
+    my $deadline = time + 5;
+    while (%{ $self->{pids} } && time < $deadline) {
+        for my $pid (keys %{ $self->{pids} }) {
+            delete $self->{pids}{$pid} if waitpid($pid, WNOHANG) != 0;
+        }
+        sleep 0.05;
+    }
+    for my $pid (keys %{ $self->{pids} }) {
+        kill 'KILL', $pid;
+        waitpid $pid, 0;
+    }
+    $self->{pids} = {};
+}
+
+sub done {
+    my ($self) = @_;
+    $self->stop;
+    $self->error_log_clean;
+    if (!Test::More->builder->is_passing) {
+        diag("--- error.log tail ---\n" . tail($self->log('error'), 30));
+        diag("--- sidecar.log tail ---\n" . tail($self->log('sidecar'), 30));
+    }
+}
+
+sub tail {
+    my ($text, $n) = @_;
+    my @l = split /\n/, $text;
+    return join "\n", @l[($#l - $n + 1 < 0 ? 0 : $#l - $n + 1) .. $#l];
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $@);
+    $self->stop;
+}
+
+1;
