@@ -17,7 +17,8 @@
 #define cb_store(p, v)      __atomic_store_n(p, v, __ATOMIC_RELEASE)
 #define cb_fence()          __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
-#define cb_align(n, a)      (((n) + ((uint64_t) (a) - 1)) & ~((uint64_t) (a) - 1))
+#define cb_align(n, a)                                                       \
+    (((n) + ((uint64_t) (a) - 1)) & ~((uint64_t) (a) - 1))
 #define cb_round8(n)        (((n) + 7u) & ~7u)
 
 

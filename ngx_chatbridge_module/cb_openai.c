@@ -1089,7 +1089,8 @@ cb_reject_unsupported(json_t *root, cb_err_t *err)
 
     v = json_object_get(root, "logit_bias");
 
-    if (v && !json_is_null(v) && !(json_is_object(v) && json_object_size(v) == 0))
+    if (v && !json_is_null(v)
+        && !(json_is_object(v) && json_object_size(v) == 0))
     {
         cb_err_set(err, 400, "unsupported_parameter", "logit_bias",
                    "logit_bias is not supported by browser sessions");

@@ -121,8 +121,18 @@ is($tasks[1]{request_id}, $tasks[0]{request_id}, 'the same request');
 ok($t->wait_browsers(2, 10), 'the dropped browser is back');
 
 # --- an nginx worker is killed: the sidecar reclaims its slots
+#
+# Browsers that reach the sidecar through nginx could be proxied by the
+# worker we kill; the one that takes this request connects directly.
 
 $t->expect_alert(qr/exited on signal 9/);
+
+$t->stop_browser($_->{pid}) for @{ $t->{browsers} };
+$t->start_browser('direct', '--id', 'direct');
+ok(ChatBridgeTest::wait_for(sub {
+       my @b = @{ $t->status->{browsers} // [] };
+       @b == 1 && $b[0]{id} eq 'direct' }, 10),
+   'one browser, connected straight to the sidecar');
 
 my $pid = fork();
 if ($pid == 0) {

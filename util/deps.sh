@@ -15,7 +15,7 @@ tier=${1:-run}
 
 run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
           build-essential ca-certificates curl)
-test_pkgs=(check perl libjson-pp-perl openssl chromium)
+test_pkgs=(check perl openssl chromium)
 bench_pkgs=(wrk)
 
 case "$tier" in
@@ -31,7 +31,7 @@ need_node=0
 if [ "$tier" != run ]; then
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         need_node=1
-    elif ! node -e 'process.exit(+process.versions.node.split(".")[0] < 18)'
+    elif ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'
     then
         need_node=1
     fi

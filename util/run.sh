@@ -110,4 +110,3 @@ MSG
 
 # whichever ends first ends both
 wait -n "${pids[@]}" || true
-MSG=""

@@ -142,7 +142,7 @@ http {
     @{[ $o{http} // '' ]}
 
     server {
-        listen 127.0.0.1:$self->{port};
+        listen 127.0.0.1:$self->{port} @{[ $o{listen} // '' ]};
 
         location /v1/ {
             chatbridge;
@@ -204,15 +204,23 @@ sub stop_nginx {
     delete $self->{pids}{$pid};
 }
 
-# a scripted browser (t/lib/fake-browser.mjs); returns its pid
+# a scripted browser (t/lib/fake-browser.mjs); returns its pid.  It comes
+# through nginx, as a real one does, unless the first argument is 'direct'
+# (then it connects to the sidecar's socket).
 sub start_browser {
     my ($self, @args) = @_;
+
+    my $url = "ws://127.0.0.1:$self->{port}/chatbridge/ws";
+    if (@args && $args[0] eq 'direct') {
+        shift @args;
+        $url = "ws+unix://$self->{dir}/ws.sock:/chatbridge/ws";
+    }
 
     my $n = @{ $self->{browsers} } + 1;
     my $log = "$self->{dir}/browser$n.log";
     my $pid = $self->spawn("browser$n", "$self->{dir}/browser$n.out", 'node',
                            "$TOP/t/lib/fake-browser.mjs",
-                           '--url', "ws://127.0.0.1:$self->{port}/chatbridge/ws",
+                           '--url', $url,
                            '--token', $self->{token}, '--log', $log, @args);
     push @{ $self->{browsers} }, { pid => $pid, log => $log };
     return $pid;

@@ -15,6 +15,7 @@
 //   [[finish REASON]]       the site's finish reason (default stop)
 //   [[error CODE STATUS [RETRY_AFTER]]]   fail instead of answering
 //   [[error-after N CODE STATUS]]         fail after N deltas
+//   [[ignore-pause]]        keep sending when told to pause (misbehave)
 //   [[silent]]              never answer
 //   [[hang-after N]]        stop after N deltas (await cancel)
 //   [[close-after N]]       drop the connection after N deltas
@@ -181,7 +182,9 @@ async function work(client, task, tracked) {
                        { status: Number(errorAfter[2]) });
       return;
     }
-    await tracked.waitIfPaused();
+    // a page reads its fetch stream across event-loop turns; so do we
+    await new Promise((resolve) => setImmediate(resolve));
+    if (!d['ignore-pause']) await tracked.waitIfPaused();
     if (tracked.cancelled) return;
     client.sendDelta(id, pieces[i]);
     if (d.gap) await sleep(Number(d.gap), signal);

@@ -1,0 +1,194 @@
+// Copyright (C) chatbridge authors
+//
+// Check tests for the frame validator: every example in the protocol spec
+// (the same examples the JavaScript tests load) validates as the spec says,
+// and every frame the sidecar builds is valid by the spec.
+
+#include "frames.h"
+
+#include <check.h>
+#include <libwebsockets.h>
+
+#include <cstring>
+#include <string>
+
+using namespace chatbridge;
+
+static Schema schema;
+
+static void load_schema()
+{
+    std::string err;
+    ck_assert_msg(schema.load(protocol_spec, &err), "%s", err.c_str());
+}
+
+static json_t *parse_out(const OutFrame &f)
+{
+    json_error_t je;
+    json_t *j = json_loadb(f->data() + LWS_PRE, f->size() - LWS_PRE, 0, &je);
+    ck_assert_msg(j != nullptr, "not JSON: %s", je.text);
+    return j;
+}
+
+START_TEST(test_spec_examples)
+{
+    size_t i, n = 0;
+    json_t *ex;
+
+    json_array_foreach(schema.examples(), i, ex) {
+        const char *name = json_string_value(json_object_get(ex, "name"));
+        json_t *frame = json_object_get(ex, "frame");
+        bool valid = json_is_true(json_object_get(ex, "valid"));
+
+        // a frame is checked in the direction its type is sent; the spec's
+        // examples cover both
+        Verdict vb = schema.validate(frame, Direction::browser);
+        Verdict vs = schema.validate(frame, Direction::sidecar);
+        bool ok = vb.ok || vs.ok;
+
+        ck_assert_msg(ok == valid, "example \"%s\": %s", name,
+                      valid ? (vb.message + " / " + vs.message).c_str()
+                            : "accepted");
+        if (!valid) {
+            const char *want = json_string_value(json_object_get(ex,
+                                                                 "error"));
+            bool match = vb.error == want || vs.error == want;
+            ck_assert_msg(match, "example \"%s\": wanted %s, got %s / %s",
+                          name, want, vb.error.c_str(), vs.error.c_str());
+        }
+        n++;
+    }
+
+    ck_assert_uint_ge(n, 30);
+}
+END_TEST
+
+START_TEST(test_direction_matters)
+{
+    json_t *task = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:[]}",
+                             "type", "task", "request_id", "r", "kind", "any",
+                             "op", "chat", "model", "m", "stream", 0,
+                             "messages");
+    ck_assert(schema.validate(task, Direction::sidecar).ok);
+
+    // a browser cannot send a task
+    Verdict v = schema.validate(task, Direction::browser);
+    ck_assert(!v.ok);
+    ck_assert_str_eq(v.error.c_str(), "unknown_type");
+    json_decref(task);
+}
+END_TEST
+
+START_TEST(test_paths_and_bytes)
+{
+    // max_len counts bytes: 23 three-byte characters are 69 bytes
+    std::string id;
+    for (int i = 0; i < 23; i++) {
+        id += "\xe4\xb8\x96";
+    }
+    json_t *f = json_pack("{s:s, s:s, s:s}", "type", "delta", "request_id",
+                          "abc", "text", id.c_str());
+    ck_assert(schema.validate(f, Direction::browser).ok);
+    json_object_set_new(f, "request_id", json_string(id.c_str()));
+    Verdict v = schema.validate(f, Direction::browser);
+    ck_assert_str_eq(v.error.c_str(), "too_long");
+    ck_assert_str_eq(v.path.c_str(), "request_id");
+    json_decref(f);
+
+    f = json_loads("{\"type\":\"models\",\"models\":[{\"id\":\"a\"},"
+                   "{\"id\":\"b\",\"type\":\"audio\"}]}", 0, nullptr);
+    v = schema.validate(f, Direction::browser);
+    ck_assert_str_eq(v.error.c_str(), "not_in_enum");
+    ck_assert_str_eq(v.path.c_str(), "models[1].type");
+    json_decref(f);
+
+    f = json_loads("{\"type\":\"hello\",\"v\":1,\"token\":\"t\","
+                   "\"kind\":\"arena\",\"capabilities\":{\"concurrency\":0}}",
+                   0, nullptr);
+    v = schema.validate(f, Direction::browser);
+    ck_assert_str_eq(v.error.c_str(), "out_of_range");
+    ck_assert_str_eq(v.path.c_str(), "capabilities.concurrency");
+    json_decref(f);
+}
+END_TEST
+
+START_TEST(test_error_codes)
+{
+    ck_assert_uint_eq(schema.error_code("rate_limited").status, 429);
+    ck_assert(schema.error_code("rate_limited").retryable);
+    ck_assert_uint_eq(schema.error_code("needs_human").status, 503);
+    ck_assert_uint_eq(schema.error_code("unauthorized").status, 401);
+    // an unknown code is the site's failure
+    ck_assert_uint_eq(schema.error_code("made_up").status, 502);
+}
+END_TEST
+
+START_TEST(test_built_frames_are_valid)
+{
+    json_t *args = json_pack("{s:s}", "model", "m");
+    OutFrame frames[] = {
+        welcome_frame("b1", 15000, 16777216),
+        ping_frame(1.5),
+        cancel_frame("r1", "client_closed"),
+        flow_frame("pause", "r1"),
+        flow_frame("resume", "r1"),
+        error_frame("bad_frame", "text: is required", "r1"),
+        error_frame("unauthorized", "wrong token", ""),
+        command_frame("c1", "capture", args),
+    };
+    json_decref(args);
+
+    for (const auto &f : frames) {
+        ck_assert(f != nullptr);
+        ck_assert_uint_ge(f->size(), LWS_PRE);
+        json_t *j = parse_out(f);
+        Verdict v = schema.validate(j, Direction::sidecar);
+        ck_assert_msg(v.ok, "%s: %s",
+                      json_string_value(json_object_get(j, "type")),
+                      v.message.c_str());
+        json_decref(j);
+    }
+
+    json_t *t = json_real(12.0);
+    OutFrame pong = pong_frame(t);
+    json_decref(t);
+    json_t *j = parse_out(pong);
+    ck_assert(json_number_value(json_object_get(j, "t")) == 12.0);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(test_not_an_object)
+{
+    json_t *a = json_loads("[1]", 0, nullptr);
+    Verdict v = schema.validate(a, Direction::browser);
+    ck_assert_str_eq(v.error.c_str(), "not_object");
+    json_decref(a);
+
+    json_t *o = json_loads("{\"type\":7}", 0, nullptr);
+    v = schema.validate(o, Direction::browser);
+    ck_assert_str_eq(v.error.c_str(), "wrong_type");
+    json_decref(o);
+}
+END_TEST
+
+int main()
+{
+    Suite *s = suite_create("frames");
+    TCase *tc = tcase_create("core");
+    tcase_add_unchecked_fixture(tc, load_schema, nullptr);
+
+    tcase_add_test(tc, test_spec_examples);
+    tcase_add_test(tc, test_direction_matters);
+    tcase_add_test(tc, test_paths_and_bytes);
+    tcase_add_test(tc, test_error_codes);
+    tcase_add_test(tc, test_built_frames_are_valid);
+    tcase_add_test(tc, test_not_an_object);
+    suite_add_tcase(s, tc);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

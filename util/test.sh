@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# make test: every tier, then one closing line "N passed, M failed".
+#
+#   util/test.sh            unit, node, prove, browser
+#   util/test.sh TIER...    only those tiers
+#
+# Each tier's own runner prints its report (Check, node --test, prove).
+
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top" || exit 2
+
+tiers=("$@")
+[ ${#tiers[@]} -eq 0 ] && tiers=(unit node prove browser)
+
+passed=0
+failed=0
+status=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+node_deps() {
+    if [ ! -d t/node_modules ] || [ t/package-lock.json -nt t/node_modules ]
+    then
+        echo "== npm ci (t/)"
+        (cd t && npm ci --prefer-offline --no-audit --no-fund --loglevel=error) \
+            || return 1
+        touch t/node_modules
+    fi
+}
+
+tier_unit() {
+    local t
+    for t in build/tests/*_test; do
+        echo "== $t"
+        "$t" 2>&1 | tee "$log"
+        local rc=${PIPESTATUS[0]}
+        local line
+        line=$(grep -E 'Checks: [0-9]+' "$log" | tail -1)
+        local n f e
+        n=$(sed -E 's/.*Checks: ([0-9]+).*/\1/' <<< "$line")
+        f=$(sed -E 's/.*Failures: ([0-9]+).*/\1/' <<< "$line")
+        e=$(sed -E 's/.*Errors: ([0-9]+).*/\1/' <<< "$line")
+        passed=$((passed + ${n:-0} - ${f:-0} - ${e:-0}))
+        failed=$((failed + ${f:-0} + ${e:-0}))
+        if [ "$rc" != 0 ] || [ -z "$line" ]; then
+            status=1
+            [ -z "$line" ] && failed=$((failed + 1))
+        fi
+    done
+}
+
+tier_node() {
+    node_deps || { failed=$((failed + 1)); status=1; return; }
+    echo "== node --test"
+    local files
+    shopt -s nullglob
+    files=(browser/common/*.test.mjs t/node/*.test.mjs)
+    shopt -u nullglob
+    CB_WS_MODULE="$top/t/node_modules/ws" NODE_PATH="$top/t/node_modules" \
+        node --test --test-reporter=tap "${files[@]}" \
+        2>&1 | tee "$log" | grep -E '^(not ok|# (tests|pass|fail))|^ok ' \
+        | grep -v '^    '
+    local rc=${PIPESTATUS[0]}
+    local p f
+    p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
+    f=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ "$rc" != 0 ] || [ -z "$p" ]; then
+        status=1
+        grep -E '^not ok' -A20 "$log" | head -60
+    fi
+}
+
+tier_prove() {
+    node_deps || { failed=$((failed + 1)); status=1; return; }
+    echo "== prove t/"
+    prove -I t/lib t/*.t 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    local tests fails
+    tests=$(grep -E '^Files=' "$log" | sed -E 's/.*Tests=([0-9]+).*/\1/')
+    fails=$(grep -E '^\s+Failed tests?:' "$log" | grep -oE '[0-9]+' \
+            | wc -l)
+    passed=$((passed + ${tests:-0} - fails))
+    failed=$((failed + fails))
+    if [ "$rc" != 0 ] || [ -z "$tests" ]; then
+        status=1
+        [ "$fails" = 0 ] && failed=$((failed + 1))
+    fi
+}
+
+tier_browser() {
+    if ! ls t/browser/*.test.mjs >/dev/null 2>&1; then
+        return
+    fi
+    node_deps || { failed=$((failed + 1)); status=1; return; }
+    echo "== browser tier (Chromium)"
+    NODE_PATH="$top/t/node_modules" node --test --test-reporter=tap \
+        --test-concurrency=1 t/browser/*.test.mjs 2>&1 | tee "$log" \
+        | grep -E '^(not ok|ok|# (tests|pass|fail))'
+    local rc=${PIPESTATUS[0]}
+    local p f
+    p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
+    f=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ "$rc" != 0 ] || [ -z "$p" ]; then
+        status=1
+        grep -E '^not ok' -A30 "$log" | head -80
+    fi
+}
+
+for t in "${tiers[@]}"; do
+    "tier_$t"
+done
+
+echo
+echo "$passed passed, $failed failed"
+exit $status
