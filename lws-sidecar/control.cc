@@ -74,7 +74,7 @@ Control::Control(const Options &opts, Segment &segment)
 
 Control::~Control()
 {
-    if (listen_fd_ >= 0) {
+    if (bound_) {
         unlink(opts_.control.c_str());
     }
 }
@@ -124,6 +124,7 @@ bool Control::listen(std::string *err)
         *err = "bind(" + opts_.control + "): " + strerror(errno);
         return false;
     }
+    bound_ = true;
 
     // who may connect is who may open the socket file: mode and group
     if (!opts_.control_group.empty()) {

@@ -76,6 +76,7 @@ private:
     Server *server_ = nullptr;
     Bridge *bridge_ = nullptr;
     int listen_fd_ = -1;                    // owned by lws once adopted
+    bool bound_ = false;                    // the socket file is ours
     std::vector<WorkerConn *> workers_;     // by index
 };
 

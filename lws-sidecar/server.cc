@@ -76,6 +76,9 @@ Server::~Server()
     if (ctx_ != nullptr) {
         lws_context_destroy(ctx_);
     }
+    if (opts_.listen.rfind("unix:", 0) == 0) {
+        unlink(opts_.listen.c_str() + 5);
+    }
 }
 
 bool Server::start(std::string *err)

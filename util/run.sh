@@ -65,6 +65,7 @@ trap stop INT TERM EXIT
     --token-file "$rt/token" "${group_args[@]}" \
     2>> "$rt/logs/sidecar.log" &
 pids+=($!)
+echo "$!" > "$rt/sidecar.pid"
 
 for _ in $(seq 50); do
     [ -S "$rt/sidecar.sock" ] && break
