@@ -12,6 +12,7 @@
 
 
 static ngx_int_t ngx_http_chatbridge_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chatbridge_cors(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_chatbridge_route(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chatbridge_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_chatbridge_postconfiguration(ngx_conf_t *cf);
@@ -162,6 +163,13 @@ static ngx_command_t  ngx_http_chatbridge_commands[] = {
       offsetof(ngx_http_chatbridge_loc_conf_t, bypass),
       NULL },
 
+    { ngx_string("chatbridge_cors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, cors),
+      NULL },
+
     { ngx_string("chatbridge_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
       ngx_http_chatbridge_api_key,
@@ -242,6 +250,13 @@ ngx_http_chatbridge_handler(ngx_http_request_t *r)
 
     ctx->request = r;
     ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
+
+    if (lcf->cors) {
+        rc = ngx_http_chatbridge_cors(r);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
 
     rc = ngx_http_chatbridge_authorize(r, lcf, &name, &error);
 
@@ -333,6 +348,58 @@ not_allowed:
                "header.",
                sizeof("This method is not allowed for this URL; see the "
                       "Allow header.") - 1, 0);
+}
+
+
+/*
+ * chatbridge_cors: web pages on other origins may call the API.  Every
+ * answer carries Access-Control-Allow-Origin; a preflight is answered here,
+ * before the key is checked (a preflight carries no credentials).
+ */
+
+static ngx_int_t
+ngx_http_chatbridge_cors(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  headers[][2] = {
+        { ngx_string("Access-Control-Allow-Origin"), ngx_string("*") },
+        { ngx_string("Access-Control-Expose-Headers"),
+          ngx_string("X-Request-Id, Retry-After") },
+        { ngx_string("Access-Control-Allow-Methods"),
+          ngx_string("GET, POST, OPTIONS") },
+        { ngx_string("Access-Control-Allow-Headers"),
+          ngx_string("Authorization, Content-Type, X-Api-Key, Api-Key, "
+                     "OpenAI-Organization, OpenAI-Project, X-Stainless-OS, "
+                     "X-Stainless-Lang, X-Stainless-Package-Version, "
+                     "X-Stainless-Runtime, X-Stainless-Runtime-Version, "
+                     "X-Stainless-Arch, X-Stainless-Retry-Count, "
+                     "X-Stainless-Timeout") },
+        { ngx_string("Access-Control-Max-Age"), ngx_string("86400") }
+    };
+
+    for (i = 0; i < (r->method == NGX_HTTP_OPTIONS ? 5 : 2); i++) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        h->key = headers[i][0];
+        h->value = headers[i][1];
+    }
+
+    if (r->method != NGX_HTTP_OPTIONS) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_discard_request_body(r);
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
 }
 
 
@@ -479,6 +546,7 @@ ngx_http_chatbridge_create_loc_conf(ngx_conf_t *cf)
     conf->keepalive = NGX_CONF_UNSET_MSEC;
     conf->tavern = NGX_CONF_UNSET;
     conf->bypass = NGX_CONF_UNSET;
+    conf->cors = NGX_CONF_UNSET;
     conf->keys = NGX_CONF_UNSET_PTR;
     conf->models = NGX_CONF_UNSET_PTR;
 
@@ -514,6 +582,7 @@ ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->keepalive, prev->keepalive, 15000);
     ngx_conf_merge_value(conf->tavern, prev->tavern, 0);
     ngx_conf_merge_value(conf->bypass, prev->bypass, 0);
+    ngx_conf_merge_value(conf->cors, prev->cors, 0);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_ptr_value(conf->models, prev->models, NULL);
 

@@ -79,6 +79,7 @@ typedef struct {
     ngx_msec_t                      keepalive;
     ngx_flag_t                      tavern;
     ngx_flag_t                      bypass;
+    ngx_flag_t                      cors;
     ngx_array_t                    *keys;       /* ngx_http_chatbridge_key_t */
     ngx_array_t                    *models;     /* ngx_str_t */
 } ngx_http_chatbridge_loc_conf_t;

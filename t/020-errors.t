@@ -186,7 +186,33 @@ $r = $t->http(POST => '/limited/chat/completions', $ok_body, \%auth);
 $r = $t->http(POST => '/limited/chat/completions', $ok_body, \%auth);
 error_ok($t, $r, 429, 'rate_limit_exceeded', 'limit_req rejection');
 
+$r = $t->http(OPTIONS => '/v1/chat/completions', undef,
+              { Origin => 'https://app.example' });
+ok(!$r->{headers}{'access-control-allow-origin'}, 'CORS is off by default');
+
 $t->done;
+
+# --- CORS, where it is on: a preflight without a key, headers on answers
+
+my $c = ChatBridgeTest->new;
+$c->start_sidecar;
+$c->start_nginx(location => 'chatbridge_cors on;
+                              chatbridge_api_key k sk-0123456789abc;');
+$r = $c->http(OPTIONS => '/v1/chat/completions', undef,
+              { Origin => 'https://app.example',
+                'Access-Control-Request-Method' => 'POST',
+                'Access-Control-Request-Headers' => 'authorization,content-type' });
+is($r->{status}, 204, 'CORS preflight: 204 without a key');
+is($r->{headers}{'access-control-allow-origin'}, '*', 'allow origin');
+like($r->{headers}{'access-control-allow-headers'}, qr/Authorization/,
+     'allows the Authorization header');
+like($r->{headers}{'access-control-allow-methods'}, qr/POST/, 'and POST');
+$r = $c->http(POST => '/v1/chat/completions', $ok_body,
+              { Origin => 'https://app.example' });
+is($r->{status}, 401, 'the real request still needs the key');
+is($r->{headers}{'access-control-allow-origin'}, '*',
+   'and its answer carries the CORS header');
+$c->done;
 
 # --- no sidecar: 502 at once; no browser: 503 with Retry-After
 
