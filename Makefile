@@ -40,7 +40,7 @@ SPEC         = browser/protocol/protocol-v1.json
 
 UNIT_TESTS   = $(BUILD)/tests/cb_shm_test $(BUILD)/tests/cb_json_test \
                $(BUILD)/tests/cb_openai_test $(BUILD)/tests/cb_jsonc_test \
-               $(BUILD)/tests/frames_test
+               $(BUILD)/tests/cb_arena_test $(BUILD)/tests/frames_test
 
 .PHONY: all module sidecar run test unit prove node-tests browser-tests \
         bench lint clean deps deps-test
@@ -119,6 +119,17 @@ $(BUILD)/tests/cb_jsonc_test: ngx_chatbridge_module/cb_jsonc_test.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_jsonc_test.c \
 	    ngx_chatbridge_module/cb_jsonc.c $(LIBS_CHECK)
+
+$(BUILD)/tests/cb_arena_test: ngx_chatbridge_module/cb_arena_test.c \
+                              ngx_chatbridge_module/cb_arena.c \
+                              ngx_chatbridge_module/cb_arena.h \
+                              ngx_chatbridge_module/cb_openai.c \
+                              ngx_chatbridge_module/cb_jsonc.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_arena_test.c \
+	    ngx_chatbridge_module/cb_arena.c ngx_chatbridge_module/cb_openai.c \
+	    ngx_chatbridge_module/cb_json.c ngx_chatbridge_module/cb_jsonc.c \
+	    $(LIBS_CHECK)
 
 $(BUILD)/tests/frames_test: lws-sidecar/frames_test.cc \
                             $(BUILD)/sidecar/frames.o \

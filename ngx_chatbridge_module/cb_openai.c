@@ -138,15 +138,24 @@ cb_chat_parse(cb_chat_t *chat, const char *body, size_t len,
     }
 
     if (opts->bypass) {
-        json_array_append_new(chat->messages,
-                              json_pack("{s:s, s:s}", "role", "user",
-                                        "content", " "));
+        cb_chat_bypass(chat);
     }
 
     chat->prompt_tokens = nm.tokens;
     chat->nattachments = nm.nattachments;
 
     return 0;
+}
+
+
+/* bypass mode: a user message of a single space goes last */
+
+void
+cb_chat_bypass(cb_chat_t *chat)
+{
+    json_array_append_new(chat->messages,
+                          json_pack("{s:s, s:s}", "role", "user",
+                                    "content", " "));
 }
 
 
@@ -289,6 +298,7 @@ cb_err_set(cb_err_t *err, unsigned status, const char *code,
 
     err->status = status;
     err->code = code;
+    err->retry_after = 0;
 
     if (param) {
         snprintf(err->param, sizeof(err->param), "%s", param);

@@ -18,8 +18,6 @@
 #define NGX_HTTP_CHATBRIDGE_KEYS_FILE_MAX   (1024 * 1024)
 
 
-static char *ngx_http_chatbridge_key_add(ngx_conf_t *cf,
-    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key);
 static void ngx_http_chatbridge_digest(u_char *digest, u_char *data,
     size_t len);
 
@@ -133,7 +131,8 @@ ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    return ngx_http_chatbridge_key_add(cf, conf, &value[1], &value[2]);
+    return ngx_http_chatbridge_key_add(cf, conf, &value[1], &value[2],
+                                       NGX_HTTP_CHATBRIDGE_KEY_MIN);
 }
 
 
@@ -259,7 +258,9 @@ ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
             name.data = s;
         }
 
-        if (ngx_http_chatbridge_key_add(cf, conf, &name, &key) != NGX_CONF_OK)
+        if (ngx_http_chatbridge_key_add(cf, conf, &name, &key,
+                                        NGX_HTTP_CHATBRIDGE_KEY_MIN)
+            != NGX_CONF_OK)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "in %s:%ui",
                                file.data, line);
@@ -280,17 +281,18 @@ done:
 }
 
 
-static char *
+char *
 ngx_http_chatbridge_key_add(ngx_conf_t *cf,
-    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key)
+    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key,
+    size_t min)
 {
     ngx_uint_t                  i;
     ngx_http_chatbridge_key_t  *k;
 
-    if (key->len < NGX_HTTP_CHATBRIDGE_KEY_MIN) {
+    if (key->len < min || key->len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the API key named \"%V\" is shorter than %d "
-                           "characters", name, NGX_HTTP_CHATBRIDGE_KEY_MIN);
+                           "the API key named \"%V\" is shorter than %uz "
+                           "characters", name, min ? min : 1);
         return NGX_CONF_ERROR;
     }
 

@@ -66,11 +66,15 @@ ngx_http_chatbridge_images_handler(ngx_http_request_t *r)
 static void
 ngx_http_chatbridge_chat_body(ngx_http_request_t *r)
 {
+    int                              image;
     char                            *task;
     size_t                           len;
+    json_t                          *arena;
     cb_err_t                         err;
     ngx_str_t                        body;
     cb_chat_t                        chat;
+    ngx_int_t                        rc;
+    const char                      *uuid;
     cb_chat_opts_t                   opts;
     ngx_http_chatbridge_ctx_t       *ctx;
     ngx_http_chatbridge_loc_conf_t  *lcf;
@@ -98,7 +102,9 @@ ngx_http_chatbridge_chat_body(ngx_http_request_t *r)
     opts.max_attachment = lcf->max_attachment;
     opts.max_attachments = lcf->max_attachments;
     opts.tavern = lcf->tavern ? 1 : 0;
-    opts.bypass = lcf->bypass ? 1 : 0;
+
+    /* with LMArena sessions, bypass waits: image models do without it */
+    opts.bypass = (lcf->bypass && lcf->arena == NULL) ? 1 : 0;
 
     if (cb_chat_parse(&chat, (const char *) body.data, body.len, &opts, &err)
         != 0)
@@ -121,11 +127,37 @@ ngx_http_chatbridge_chat_body(ngx_http_request_t *r)
         return;
     }
 
+    arena = NULL;
+
+    if (lcf->arena) {
+        cb_arena_model(lcf->arena, chat.model, &uuid, &len, &image);
+
+        if (lcf->bypass && !image) {
+            cb_chat_bypass(&chat);
+        }
+
+        rc = ngx_http_chatbridge_arena_session(r, &ctx->parts[0],
+                                               chat.messages, &image, &arena,
+                                               &err);
+        if (rc != NGX_OK) {
+            cb_chat_free(&chat);
+
+            if (rc == NGX_DECLINED) {
+                ngx_http_chatbridge_reject(r, &err);
+                return;
+            }
+
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
     task = cb_task_json((const char *) ctx->parts[0].id.data,
                         ngx_http_chatbridge_kind_name(lcf->kind), "chat",
                         chat.model, chat.model_len, chat.stream,
-                        chat.messages, chat.params, NULL, &len);
+                        chat.messages, chat.params, arena, &len);
 
+    json_decref(arena);
     cb_chat_free(&chat);
 
     if (task == NULL) {
@@ -145,10 +177,12 @@ ngx_http_chatbridge_chat_body(ngx_http_request_t *r)
 static void
 ngx_http_chatbridge_images_body(ngx_http_request_t *r)
 {
+    int                              image;
     char                            *task;
     size_t                           len;
-    json_t                          *messages, *params;
+    json_t                          *messages, *params, *arena;
     cb_err_t                         err;
+    ngx_int_t                        rc;
     ngx_str_t                        body;
     ngx_uint_t                       i;
     cb_image_t                       img;
@@ -180,18 +214,52 @@ ngx_http_chatbridge_images_body(ngx_http_request_t *r)
         return;
     }
 
-    messages = json_pack("[{s:s, s:s}]", "role", "user",
-                         "content", img.prompt);
     params = json_pack("{s:i, s:b}", "n", 1,
                        "b64_json", img.b64 ? 1 : 0);
 
+    /* n tasks, each with its own session from the model's pool */
+
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
+        arena = NULL;
+
+        messages = json_pack("[{s:s, s:s}]", "role", "user",
+                             "content", img.prompt);
+        if (messages == NULL) {
+            break;
+        }
+
+        if (lcf->arena) {
+            rc = ngx_http_chatbridge_arena_session(r, part, messages, &image,
+                                                   &arena, &err);
+            if (rc != NGX_OK) {
+                json_decref(messages);
+                json_decref(params);
+                cb_image_free(&img);
+
+                for (i = 0; i < ctx->nparts; i++) {
+                    free(ctx->parts[i].task);
+                    ctx->parts[i].task = NULL;
+                }
+
+                if (rc == NGX_DECLINED) {
+                    ngx_http_chatbridge_reject(r, &err);
+                    return;
+                }
+
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+        }
 
         task = cb_task_json((const char *) part->id.data,
                             ngx_http_chatbridge_kind_name(lcf->kind), "image",
                             img.model, img.model_len, 0, messages, params,
-                            NULL, &len);
+                            arena, &len);
+
+        json_decref(messages);
+        json_decref(arena);
+
         if (task == NULL) {
             break;
         }
@@ -200,7 +268,6 @@ ngx_http_chatbridge_images_body(ngx_http_request_t *r)
         part->task_len = len;
     }
 
-    json_decref(messages);
     json_decref(params);
     cb_image_free(&img);
 
@@ -412,7 +479,8 @@ ngx_http_chatbridge_reject(ngx_http_request_t *r, cb_err_t *err)
         ngx_http_chatbridge_send_error(r, err->status, err->code,
                                        err->param[0] ? err->param : NULL,
                                        err->message,
-                                       ngx_strlen(err->message), 0));
+                                       ngx_strlen(err->message),
+                                       err->retry_after));
 }
 
 

@@ -170,6 +170,20 @@ static ngx_command_t  ngx_http_chatbridge_commands[] = {
       offsetof(ngx_http_chatbridge_loc_conf_t, cors),
       NULL },
 
+    { ngx_string("chatbridge_arena"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_arena,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_arena_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, arena_cooldown),
+      NULL },
+
     { ngx_string("chatbridge_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
       ngx_http_chatbridge_api_key,
@@ -549,6 +563,8 @@ ngx_http_chatbridge_create_loc_conf(ngx_conf_t *cf)
     conf->cors = NGX_CONF_UNSET;
     conf->keys = NGX_CONF_UNSET_PTR;
     conf->models = NGX_CONF_UNSET_PTR;
+    conf->arena = NGX_CONF_UNSET_PTR;
+    conf->arena_cooldown = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -561,6 +577,11 @@ ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_chatbridge_loc_conf_t  *conf = child;
 
     ngx_http_core_loc_conf_t  *clcf;
+
+    /* LMArena Bridge's files fill in what the directives leave unset */
+    if (ngx_http_chatbridge_arena_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_uint_value(conf->kind, prev->kind, CB_KIND_ANY);

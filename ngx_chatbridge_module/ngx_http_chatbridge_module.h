@@ -16,6 +16,7 @@
 #include "cb_shm.h"
 #include "cb_json.h"
 #include "cb_openai.h"
+#include "cb_arena.h"
 
 
 #define NGX_HTTP_CHATBRIDGE_MAX_PARTS       10
@@ -62,6 +63,9 @@ typedef struct {
     ngx_msec_t                      link_wait;
     ngx_int_t                       request_id_index;
     ngx_http_chatbridge_link_t     *link;
+    ngx_shm_zone_t                 *arena_zone;
+    json_t                         *arena_live;     /* this worker's copy */
+    ngx_atomic_uint_t               arena_version;
 } ngx_http_chatbridge_main_conf_t;
 
 
@@ -82,6 +86,9 @@ typedef struct {
     ngx_flag_t                      cors;
     ngx_array_t                    *keys;       /* ngx_http_chatbridge_key_t */
     ngx_array_t                    *models;     /* ngx_str_t */
+    cb_arena_t                     *arena;
+    ngx_str_t                       arena_dir;
+    ngx_msec_t                      arena_cooldown;
 } ngx_http_chatbridge_loc_conf_t;
 
 
@@ -96,6 +103,7 @@ typedef struct {
     uint32_t                        gen;
 
     ngx_str_t                       image;
+    uint32_t                        cool_key;   /* its arena session */
     ngx_uint_t                      status;     /* error status, 0 if none */
     ngx_str_t                       error_code;
     ngx_str_t                       error_message;
@@ -234,6 +242,30 @@ char *ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+
+/* ngx_http_chatbridge_arena.c: LMArena Bridge sessions */
+
+char *ngx_http_chatbridge_arena(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_chatbridge_arena_merge(ngx_conf_t *cf,
+    ngx_http_chatbridge_loc_conf_t *prev,
+    ngx_http_chatbridge_loc_conf_t *conf);
+ngx_int_t ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
+    ngx_http_chatbridge_part_t *part, json_t *messages, int *image,
+    json_t **arena, cb_err_t *err);
+void ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
+    ngx_http_chatbridge_part_t *part);
+json_t *ngx_http_chatbridge_arena_live(ngx_http_request_t *r);
+ngx_int_t ngx_http_chatbridge_arena_update(ngx_http_request_t *r,
+    const char *model, json_t *entry);
+
+
+/* ngx_http_chatbridge_auth.c, for keys from other files */
+
+char *ngx_http_chatbridge_key_add(ngx_conf_t *cf,
+    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key,
+    size_t min);
 
 
 /* ngx_http_chatbridge_variables.c */

@@ -566,6 +566,8 @@ ngx_http_chatbridge_record(ngx_http_chatbridge_ctx_t *ctx,
             ngx_str_set(&part->error_code, "bridge_error");
         }
 
+        ngx_http_chatbridge_arena_failed(r, part);
+
         part->ended = 1;
         ctx->nended++;
         break;

@@ -22,6 +22,9 @@
 //   [[state needs_human]]   report the tab as needing a person, then fail
 //   [[close-once FILE]]     the first browser to get this task drops the
 //                           connection (it creates FILE; others answer)
+//   [[fail-once FILE]]      the first task to create FILE fails with an
+//                           error frame (site_error 502); others answer (so
+//                           one of the n parts of an images request fails)
 //
 // Events (task, cancel, pause, resume, protocol errors) go to --log as JSON
 // lines, so a test can see that a cancel reached the browser.
@@ -112,7 +115,8 @@ async function work(client, task, tracked) {
 
   record({ event: 'task', browser: client.browserId, request_id: id,
            model: task.model, stream: task.stream, op: task.op,
-           messages: task.messages, params: task.params, kind: task.kind });
+           messages: task.messages, params: task.params, kind: task.kind,
+           arena: task.arena });
 
   if (d.silent) return new Promise(() => {});
 
@@ -124,6 +128,16 @@ async function work(client, task, tracked) {
       record({ event: 'closing', browser: client.browserId, request_id: id });
       client._ws.close(1000, 'scripted close');
       return new Promise(() => {});
+    }
+  }
+
+  if (d['fail-once']) {
+    let first = false;
+    try { fs.closeSync(fs.openSync(String(d['fail-once']), 'wx')); first = true; }
+    catch (_) { /* another task was first */ }
+    if (first) {
+      client.sendError(id, 'site_error', 'scripted failure (fail-once)', { status: 502 });
+      return;
     }
   }
 

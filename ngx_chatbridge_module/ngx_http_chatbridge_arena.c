@@ -1,0 +1,623 @@
+
+/*
+ * Copyright (C) chatbridge authors
+ *
+ * chatbridge_arena DIR: LMArena Bridge's config.jsonc, models.json and
+ * model_endpoint_map.json, copied in as they are.  Each request gets its
+ * session here: from the model's pool, round robin across all workers,
+ * skipping sessions that recently answered 401 or 429, or the global ids.
+ *
+ * The round-robin counters, the cooldowns and the ids captured since the
+ * files were read (the "live" document) are in a small nginx shared zone,
+ * touched only by nginx processes.
+ */
+
+
+#include <ngx_crc32.h>
+
+#include "ngx_http_chatbridge_module.h"
+
+
+#define NGX_HTTP_CHATBRIDGE_ARENA_ZONE      (2 * 1024 * 1024)
+#define NGX_HTTP_CHATBRIDGE_RR              1024
+#define NGX_HTTP_CHATBRIDGE_COOL            4096
+
+
+typedef struct {
+    ngx_atomic_t        rr[NGX_HTTP_CHATBRIDGE_RR];
+    ngx_atomic_t        version;            /* of live */
+    uint32_t            cool_key[NGX_HTTP_CHATBRIDGE_COOL];
+    ngx_msec_t          cool_until[NGX_HTTP_CHATBRIDGE_COOL];
+    u_char             *live;               /* JSON text in the slab */
+    size_t              live_len;
+} ngx_http_chatbridge_arena_sh_t;
+
+
+typedef struct {
+    ngx_http_chatbridge_arena_sh_t  *sh;
+    ngx_slab_pool_t                 *shpool;
+    cb_arena_entry_t                *pool;
+    const char                      *model;
+    ngx_msec_t                       now;
+} ngx_http_chatbridge_cool_ctx_t;
+
+
+static ngx_int_t ngx_http_chatbridge_arena_init_zone(ngx_shm_zone_t *zone,
+    void *data);
+static void ngx_http_chatbridge_arena_cleanup(void *data);
+static uint32_t ngx_http_chatbridge_arena_key(const char *model,
+    const char *session);
+static int ngx_http_chatbridge_arena_cooling(void *data, size_t i);
+static ngx_http_chatbridge_arena_sh_t *ngx_http_chatbridge_arena_sh(
+    ngx_http_request_t *r, ngx_slab_pool_t **shpool);
+
+
+char *
+ngx_http_chatbridge_arena(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chatbridge_loc_conf_t  *lcf = conf;
+
+    char                              err[1024];
+    ngx_str_t                        *value, dir, name;
+    cb_arena_t                       *a;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    if (lcf->arena != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    dir = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &dir, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    a = ngx_pcalloc(cf->pool, sizeof(cb_arena_t));
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+
+    if (a == NULL || cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cb_arena_load(a, (const char *) dir.data, err, sizeof(err)) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_chatbridge_arena_cleanup;
+    cln->data = a;
+
+    if (a->notes[0]) {
+        ngx_conf_log_error(NGX_LOG_INFO, cf, 0,
+                           "chatbridge: %V/config.jsonc keys that change "
+                           "nothing here: %s", &dir, a->notes);
+    }
+
+    lcf->arena = a;
+    lcf->arena_dir = dir;
+
+    /* one zone for all locations: counters, cooldowns, live ids */
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chatbridge_module);
+
+    if (mcf->arena_zone == NULL) {
+        ngx_str_set(&name, "chatbridge_arena");
+
+        mcf->arena_zone = ngx_shared_memory_add(cf, &name,
+                                                NGX_HTTP_CHATBRIDGE_ARENA_ZONE,
+                                                &ngx_http_chatbridge_module);
+        if (mcf->arena_zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        mcf->arena_zone->init = ngx_http_chatbridge_arena_init_zone;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * In the block that names the directory, what the files say fills in what
+ * that block's directives leave unset: tavern and bypass modes, the idle
+ * timeout (stream_response_timeout_seconds), and the api_key, which becomes
+ * a key named "config.jsonc".  Blocks inside inherit the result.
+ */
+
+char *
+ngx_http_chatbridge_arena_merge(ngx_conf_t *cf,
+    ngx_http_chatbridge_loc_conf_t *prev, ngx_http_chatbridge_loc_conf_t *conf)
+{
+    ngx_str_t    name, key;
+    cb_arena_t  *a;
+
+    a = (conf->arena != NGX_CONF_UNSET_PTR) ? conf->arena : NULL;
+
+    ngx_conf_merge_ptr_value(conf->arena, prev->arena, NULL);
+    ngx_conf_merge_str_value(conf->arena_dir, prev->arena_dir, "");
+    ngx_conf_merge_msec_value(conf->arena_cooldown, prev->arena_cooldown,
+                              60000);
+
+    if (a == NULL) {
+        return NGX_CONF_OK;     /* not named here: inherited as merged */
+    }
+
+    if (conf->tavern == NGX_CONF_UNSET && a->tavern >= 0) {
+        conf->tavern = a->tavern;
+    }
+
+    if (conf->bypass == NGX_CONF_UNSET && a->bypass >= 0) {
+        conf->bypass = a->bypass;
+    }
+
+    if (conf->idle_timeout == NGX_CONF_UNSET_MSEC && a->idle_timeout > 0) {
+        conf->idle_timeout = (ngx_msec_t) a->idle_timeout * 1000;
+    }
+
+    if (a->api_key && a->api_key[0] && conf->keys == NGX_CONF_UNSET_PTR) {
+        ngx_str_set(&name, "config.jsonc");
+        key.data = (u_char *) a->api_key;
+        key.len = ngx_strlen(a->api_key);
+
+        if (key.len < 8) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "chatbridge: the api_key in %V/config.jsonc "
+                               "is shorter than 8 characters",
+                               &conf->arena_dir);
+        }
+
+        if (ngx_http_chatbridge_key_add(cf, conf, &name, &key, 1)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The session for one part of a request: picks it, checks its ids, sets the
+ * participantPosition of every message, and returns the task's "arena"
+ * object.  NGX_DECLINED with err filled: the client gets err's status.
+ */
+
+ngx_int_t
+ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
+    ngx_http_chatbridge_part_t *part, json_t *messages, int *image,
+    json_t **arena, cb_err_t *err)
+{
+    int                               i, mapped;
+    char                              model[CB_MODEL_LEN + 1];
+    size_t                            n, uuid_len;
+    json_t                           *live;
+    uint64_t                          counter;
+    ngx_msec_t                        wait;
+    ngx_uint_t                        k;
+    const char                       *uuid;
+    ngx_slab_pool_t                  *shpool;
+    cb_arena_entry_t                  pool[CB_ARENA_POOL_MAX];
+    cb_arena_session_t                s;
+    ngx_http_chatbridge_ctx_t        *ctx;
+    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_http_chatbridge_cool_ctx_t    cc;
+    ngx_http_chatbridge_loc_conf_t   *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+    ctx = part->ctx;
+    shpool = NULL;
+
+    n = ngx_min(ctx->model.len, CB_MODEL_LEN);
+    ngx_memcpy(model, ctx->model.data, n);
+    model[n] = '\0';
+
+    live = ngx_http_chatbridge_arena_live(r);
+
+    cb_arena_model(lcf->arena, model, &uuid, &uuid_len, image);
+
+    n = cb_arena_pool(lcf->arena, live, model, pool, CB_ARENA_POOL_MAX,
+                      &mapped);
+
+    if (n == 0) {
+        cb_err_set(err, 400, "model_not_mapped", "model",
+                   "The model \"%.100s\" has no session in "
+                   "model_endpoint_map.json, and "
+                   "use_default_ids_if_mapping_not_found is false.", model);
+        return NGX_DECLINED;
+    }
+
+    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+
+    counter = sh ? ngx_atomic_fetch_add(&sh->rr[ngx_crc32_short(
+                                            (u_char *) model, ngx_strlen(model))
+                                        % NGX_HTTP_CHATBRIDGE_RR], 1)
+                 : 0;
+
+    cc.sh = sh;
+    cc.shpool = shpool;
+    cc.pool = pool;
+    cc.model = model;
+    cc.now = ngx_current_msec;
+
+    i = cb_arena_pick(n, counter,
+                      sh ? ngx_http_chatbridge_arena_cooling : NULL, &cc);
+
+    if (i < 0) {
+
+        /* every session failed lately: say when the first one is back */
+
+        wait = lcf->arena_cooldown;
+
+        ngx_shmtx_lock(&shpool->mutex);
+
+        for (k = 0; k < NGX_HTTP_CHATBRIDGE_COOL; k++) {
+            if (sh->cool_until[k] > cc.now
+                && sh->cool_until[k] - cc.now < wait)
+            {
+                wait = sh->cool_until[k] - cc.now;
+            }
+        }
+
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        cb_err_set(err, 503, "sessions_cooling_down", "model",
+                   "Every LMArena session for \"%.100s\" failed with 401 or "
+                   "429 in the last %lu s; retry in %lu s, or capture "
+                   "another session.", model,
+                   (unsigned long) (lcf->arena_cooldown / 1000),
+                   (unsigned long) ((wait + 999) / 1000));
+        err->retry_after = (unsigned) ((wait + 999) / 1000);
+        return NGX_DECLINED;
+    }
+
+    cb_arena_resolve(lcf->arena, live, &pool[i], &s);
+
+    if (cb_arena_check(&s, model, err) != 0) {
+        return NGX_DECLINED;
+    }
+
+    cb_arena_positions(messages, &s);
+
+    part->cool_key = ngx_http_chatbridge_arena_key(model, s.session_id);
+
+    *arena = cb_arena_task(&s, uuid, uuid_len, *image);
+
+    return *arena ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the site said 401 or 429 for this part's session: skip it for a while */
+
+void
+ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
+    ngx_http_chatbridge_part_t *part)
+{
+    ngx_msec_t                        until;
+    ngx_uint_t                        i, k, free;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_http_chatbridge_loc_conf_t   *lcf;
+
+    if (part->cool_key == 0
+        || (part->status != NGX_HTTP_UNAUTHORIZED
+            && part->status != NGX_HTTP_TOO_MANY_REQUESTS))
+    {
+        return;
+    }
+
+    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+    if (sh == NULL) {
+        return;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+
+    until = ngx_current_msec
+            + ngx_max(lcf->arena_cooldown, (ngx_msec_t) part->retry_after
+                                           * 1000);
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    free = NGX_HTTP_CHATBRIDGE_COOL;
+
+    for (k = 0; k < 64; k++) {
+        i = (part->cool_key + k) % NGX_HTTP_CHATBRIDGE_COOL;
+
+        if (sh->cool_key[i] == part->cool_key) {
+            free = i;
+            break;
+        }
+
+        if (free == NGX_HTTP_CHATBRIDGE_COOL
+            && (sh->cool_key[i] == 0 || sh->cool_until[i] < ngx_current_msec))
+        {
+            free = i;
+        }
+    }
+
+    if (free == NGX_HTTP_CHATBRIDGE_COOL) {
+        free = part->cool_key % NGX_HTTP_CHATBRIDGE_COOL;
+    }
+
+    sh->cool_key[free] = part->cool_key;
+    sh->cool_until[free] = until;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "chatbridge: an LMArena session of \"%V\" answered %ui; "
+                  "it rests for %M ms", &part->ctx->model, part->status,
+                  until - ngx_current_msec);
+}
+
+
+/* this worker's copy of the ids captured since the files were read */
+
+json_t *
+ngx_http_chatbridge_arena_live(ngx_http_request_t *r)
+{
+    json_t                           *live;
+    ngx_atomic_uint_t                 version;
+    json_error_t                      jerr;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
+    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+
+    if (sh == NULL) {
+        return NULL;
+    }
+
+    version = sh->version;
+
+    if (version == mcf->arena_version) {
+        return mcf->arena_live;
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    version = sh->version;
+    live = sh->live ? json_loadb((const char *) sh->live, sh->live_len, 0,
+                                 &jerr)
+                    : NULL;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    json_decref(mcf->arena_live);
+    mcf->arena_live = live;
+    mcf->arena_version = version;
+
+    return live;
+}
+
+
+/*
+ * A capture: entry {session_id, message_id, mode, battle_target} for a
+ * model (added to its pool, replacing the same session) or, model NULL,
+ * as the global ids.  Every worker sees it from its next request.
+ */
+
+ngx_int_t
+ngx_http_chatbridge_arena_update(ngx_http_request_t *r, const char *model,
+    json_t *entry)
+{
+    char                             *text;
+    size_t                            i, len;
+    json_t                           *live, *models, *list, *item, *old;
+    u_char                           *p;
+    const char                       *sid, *other;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_http_chatbridge_loc_conf_t   *lcf;
+
+    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+
+    if (sh == NULL || lcf->arena == NULL) {
+        return NGX_DECLINED;
+    }
+
+    live = json_deep_copy(ngx_http_chatbridge_arena_live(r));
+    if (live == NULL) {
+        live = json_object();
+    }
+
+    if (model == NULL) {
+        json_object_set(live, "global", entry);
+
+    } else {
+        models = json_object_get(live, "models");
+        if (models == NULL) {
+            models = json_object();
+            json_object_set_new(live, "models", models);
+        }
+
+        /* the pool so far: live, else the file's */
+
+        list = json_object_get(models, model);
+
+        if (list == NULL) {
+            old = json_object_get(lcf->arena->map, model);
+            list = json_is_array(old) ? json_deep_copy(old)
+                   : json_is_object(old) ? json_pack("[O]", old)
+                   : json_array();
+            json_object_set_new(models, model, list);
+        }
+
+        sid = json_string_value(json_object_get(entry, "session_id"));
+
+        json_array_foreach(list, i, item) {
+            other = json_string_value(json_object_get(item, "session_id"));
+
+            if (sid && other && ngx_strcmp(sid, other) == 0) {
+                json_array_remove(list, i);
+                break;
+            }
+        }
+
+        json_array_insert(list, 0, entry);
+    }
+
+    text = json_dumps(live, JSON_COMPACT);
+    json_decref(live);
+
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    p = ngx_slab_alloc_locked(shpool, len);
+
+    if (p) {
+        ngx_memcpy(p, text, len);
+
+        if (sh->live) {
+            ngx_slab_free_locked(shpool, sh->live);
+        }
+
+        sh->live = p;
+        sh->live_len = len;
+        sh->version++;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    free(text);
+
+    return p ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_chatbridge_arena_init_zone(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t                 *shpool;
+    ngx_http_chatbridge_arena_sh_t  *sh;
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (data) {
+        /*
+         * a reload: keep counters and cooldowns; the files now hold what
+         * was captured, so the live ids start over from them
+         */
+        sh = data;
+        zone->data = sh;
+
+        ngx_shmtx_lock(&shpool->mutex);
+
+        if (sh->live) {
+            ngx_slab_free_locked(shpool, sh->live);
+            sh->live = NULL;
+            sh->live_len = 0;
+        }
+
+        sh->version++;
+
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        return NGX_OK;
+    }
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_http_chatbridge_arena_sh_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->version = 1;
+
+    shpool->data = sh;
+    zone->data = sh;
+
+    shpool->log_ctx = (u_char *) " in chatbridge_arena zone";
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chatbridge_arena_cleanup(void *data)
+{
+    cb_arena_free(data);
+}
+
+
+/* a session is named by its model and session id; never 0 */
+
+static uint32_t
+ngx_http_chatbridge_arena_key(const char *model, const char *session)
+{
+    uint32_t  crc;
+
+    ngx_crc32_init(crc);
+    ngx_crc32_update(&crc, (u_char *) model, ngx_strlen(model) + 1);
+    ngx_crc32_update(&crc, (u_char *) session, ngx_strlen(session));
+    ngx_crc32_final(crc);
+
+    return crc ? crc : 1;
+}
+
+
+static int
+ngx_http_chatbridge_arena_cooling(void *data, size_t i)
+{
+    ngx_http_chatbridge_cool_ctx_t  *cc = data;
+
+    int          cooling;
+    uint32_t     key;
+    ngx_uint_t   k, j;
+    const char  *sid;
+
+    sid = cc->pool[i].session_id;
+    if (sid == NULL) {
+        return 0;
+    }
+
+    key = ngx_http_chatbridge_arena_key(cc->model, sid);
+    cooling = 0;
+
+    ngx_shmtx_lock(&cc->shpool->mutex);
+
+    for (k = 0; k < 64; k++) {
+        j = (key + k) % NGX_HTTP_CHATBRIDGE_COOL;
+
+        if (cc->sh->cool_key[j] == key) {
+            cooling = cc->sh->cool_until[j] > cc->now;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&cc->shpool->mutex);
+
+    return cooling;
+}
+
+
+static ngx_http_chatbridge_arena_sh_t *
+ngx_http_chatbridge_arena_sh(ngx_http_request_t *r, ngx_slab_pool_t **shpool)
+{
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
+
+    if (mcf->arena_zone == NULL || mcf->arena_zone->data == NULL) {
+        return NULL;
+    }
+
+    *shpool = (ngx_slab_pool_t *) mcf->arena_zone->shm.addr;
+
+    return mcf->arena_zone->data;
+}
