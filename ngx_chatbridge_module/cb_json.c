@@ -301,8 +301,8 @@ cb_sse_role(cb_u8 *dst, const cb_u8 *head, size_t head_len)
     memcpy(p, head, head_len);
     p += head_len;
     p = cb_cpy(p, ",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
-                  "\"assistant\",\"content\":\"\"},\"logprobs\":null,"
-                  "\"finish_reason\":null}]}\n\n");
+                  "\"assistant\",\"content\":\"\",\"refusal\":null},"
+                  "\"logprobs\":null,\"finish_reason\":null}]}\n\n");
 
     return p - dst;
 }
@@ -387,7 +387,7 @@ cb_error_type(unsigned status)
     case 422:
         return "invalid_request_error";
     case 401:
-        return "authentication_error";
+        return "invalid_request_error";     /* as OpenAI says it */
     case 403:
         return "permission_error";
     case 429:

@@ -59,7 +59,7 @@ size_t cb_usage_json(cb_u8 *dst, const cb_usage_t *u);
 
 /* SSE events; "head" is the cb_chunk_head() output */
 
-#define CB_DELTA_OVERHEAD       128
+#define CB_DELTA_OVERHEAD       160
 
 size_t cb_sse_delta_size(size_t head_len, const char *field,
     const cb_u8 *text, size_t len);

@@ -281,7 +281,7 @@ END_TEST
 START_TEST(test_error_types)
 {
     ck_assert_str_eq(cb_error_type(400), "invalid_request_error");
-    ck_assert_str_eq(cb_error_type(401), "authentication_error");
+    ck_assert_str_eq(cb_error_type(401), "invalid_request_error");
     ck_assert_str_eq(cb_error_type(403), "permission_error");
     ck_assert_str_eq(cb_error_type(404), "invalid_request_error");
     ck_assert_str_eq(cb_error_type(413), "invalid_request_error");

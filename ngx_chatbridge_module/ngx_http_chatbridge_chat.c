@@ -397,14 +397,6 @@ ngx_http_chatbridge_prepare(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ctx->request_id.data = ngx_pnalloc(r->pool, v->len);
-    if (ctx->request_id.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(ctx->request_id.data, v->data, v->len);
-    ctx->request_id.len = v->len;
-
     ctx->model.data = ngx_pnalloc(r->pool, model_len);
     if (ctx->model.data == NULL) {
         return NGX_ERROR;

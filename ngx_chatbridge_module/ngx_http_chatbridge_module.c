@@ -243,15 +243,18 @@ ngx_module_t  ngx_http_chatbridge_module = {
 static ngx_int_t
 ngx_http_chatbridge_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        rc;
-    ngx_str_t                        name;
-    ngx_uint_t                       what;
-    const char                      *error;
-    ngx_table_elt_t                 *allow;
-    ngx_http_chatbridge_ctx_t       *ctx;
-    ngx_http_chatbridge_loc_conf_t  *lcf;
+    ngx_int_t                         rc;
+    ngx_str_t                         name;
+    ngx_uint_t                        what;
+    const char                       *error;
+    ngx_table_elt_t                  *allow;
+    ngx_http_variable_value_t        *v;
+    ngx_http_chatbridge_ctx_t        *ctx;
+    ngx_http_chatbridge_loc_conf_t   *lcf;
+    ngx_http_chatbridge_main_conf_t  *mcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
 
     if (r != r->main) {
         return NGX_DECLINED;
@@ -264,6 +267,16 @@ ngx_http_chatbridge_handler(ngx_http_request_t *r)
 
     ctx->request = r;
     ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
+
+    /* every answer, errors included, carries X-Request-Id */
+
+    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (v == NULL || v->not_found || v->len == 0 || v->len > 32) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request_id.data = v->data;
+    ctx->request_id.len = v->len;
 
     if (lcf->cors) {
         rc = ngx_http_chatbridge_cors(r);

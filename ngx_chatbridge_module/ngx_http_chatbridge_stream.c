@@ -773,9 +773,11 @@ ngx_http_chatbridge_complete_chat(ngx_http_chatbridge_ctx_t *ctx)
                        "\"model\":\"", ctx->created);
     p = (u_char *) cb_json_escape(p, ctx->model.data, ctx->model.len);
     p = ngx_cpymem(p, "\",\"choices\":[{\"index\":0,\"message\":"
-                      "{\"role\":\"assistant\",\"content\":\"",
+                      "{\"role\":\"assistant\",\"refusal\":null,"
+                      "\"content\":\"",
                    sizeof("\",\"choices\":[{\"index\":0,\"message\":"
-                          "{\"role\":\"assistant\",\"content\":\"") - 1);
+                          "{\"role\":\"assistant\",\"refusal\":null,"
+                          "\"content\":\"") - 1);
     b->last = p;
 
     out = NULL;

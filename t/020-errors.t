@@ -46,7 +46,8 @@ my $ok_body = { model => 'm', messages => [{ role => 'user', content => 'x' }] }
 my $r = $t->http(POST => '/v1/chat/completions', $ok_body);
 my $j = error_ok($t, $r, 401, 'invalid_api_key', 'no key');
 is($r->{headers}{'www-authenticate'}, 'Bearer', 'WWW-Authenticate: Bearer');
-is($j->{error}{type}, 'authentication_error', 'type authentication_error');
+is($j->{error}{type}, 'invalid_request_error',
+   'type invalid_request_error, as OpenAI says it');
 
 $r = $t->http(POST => '/v1/chat/completions', $ok_body,
               { Authorization => 'Bearer sk-alice-012345678X' });

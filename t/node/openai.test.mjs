@@ -82,16 +82,16 @@ async function rejection(promise) {
   assert.fail('the call should have failed');
 }
 
-// the error "type" the module gives each status (cb_json.c cb_error_type).
-// OpenAI itself is not uniform here: its bad-key 401 says
-// invalid_request_error, its 429s say requests, tokens or insufficient_quota;
-// the SDK picks its error class by status alone.
+// the error "type" the module gives each status (cb_json.c cb_error_type),
+// as OpenAI does: its bad-key 401 says invalid_request_error too. (Its 429s
+// say requests, tokens or insufficient_quota; the SDK picks its error class
+// by status alone.)
 const errorType = (status) => ({
-  400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error',
+  400: 'invalid_request_error', 401: 'invalid_request_error', 403: 'permission_error',
   404: 'invalid_request_error', 429: 'rate_limit_error',
 }[status] || (status >= 500 ? 'server_error' : 'invalid_request_error'));
 
-function assertApiError(err, Class, status, code, { requestId = true } = {}) {
+function assertApiError(err, Class, status, code) {
   assert.ok(err instanceof Class, `${Class.name}, got ${err && err.constructor.name}: ${err}`);
   assert.ok(err instanceof OpenAI.APIError);
   assert.equal(err.status, status);
@@ -103,9 +103,8 @@ function assertApiError(err, Class, status, code, { requestId = true } = {}) {
   assert.ok(err.error.message.length > 0);
   assert.ok(err.message.includes(err.error.message), err.message);
   assert.ok('param' in err.error, 'the error object has a param');
-  // errors of requests that got an id carry it (X-Request-Id) as answers do;
-  // requests refused before that (key, validation, unknown model) have none
-  if (requestId) assert.match(err.requestID || '', /^[0-9a-f]{16,}$/, 'x-request-id');
+  // every answer carries X-Request-Id, errors included
+  assert.match(err.requestID || '', /^[0-9a-f]{16,}$/, 'x-request-id');
 }
 
 test('chat completions through the SDK: shapes, streams, reasoning, finish reasons, usage, cancel', async (t) => {
@@ -129,6 +128,7 @@ test('chat completions through the SDK: shapes, streams, reasoning, finish reaso
       const [c] = r.choices;
       assert.equal(c.index, 0);
       assert.equal(c.message.role, 'assistant');
+      assert.equal(c.message.refusal, null, 'refusal: null, as OpenAI sends it');
       assert.equal(c.message.content, echo(prompt));
       assert.equal(c.finish_reason, 'stop');
       assert.equal(c.logprobs, null);
@@ -369,10 +369,10 @@ test('errors as the SDK\'s typed errors, and its retries', async (t) => {
     await t.test('a wrong key: AuthenticationError 401 invalid_api_key', async () => {
       const bad = client(b, { apiKey: 'sk-wrong-0123456789' });
       const err = await rejection(ask('let me in', {}, bad));
-      assertApiError(err, OpenAI.AuthenticationError, 401, 'invalid_api_key', { requestId: false });
+      assertApiError(err, OpenAI.AuthenticationError, 401, 'invalid_api_key');
       assert.match(err.headers.get('www-authenticate') || '', /^Bearer/);
       const errM = await rejection(bad.models.list());
-      assertApiError(errM, OpenAI.AuthenticationError, 401, 'invalid_api_key', { requestId: false });
+      assertApiError(errM, OpenAI.AuthenticationError, 401, 'invalid_api_key');
       // and the right key works
       const ok = await ask('the right key');
       assert.equal(ok.choices[0].message.content, 'echo: the right key');
@@ -380,7 +380,7 @@ test('errors as the SDK\'s typed errors, and its retries', async (t) => {
 
     await t.test('n: 2 is a BadRequestError naming n', async () => {
       const err = await rejection(ask('two answers', { n: 2 }));
-      assertApiError(err, OpenAI.BadRequestError, 400, 'unsupported_value', { requestId: false });
+      assertApiError(err, OpenAI.BadRequestError, 400, 'unsupported_value');
       assert.equal(err.param, 'n');
     });
 
@@ -388,14 +388,14 @@ test('errors as the SDK\'s typed errors, and its retries', async (t) => {
       const err = await rejection(ask('call a tool', {
         tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }],
       }));
-      assertApiError(err, OpenAI.BadRequestError, 400, 'unsupported_parameter', { requestId: false });
+      assertApiError(err, OpenAI.BadRequestError, 400, 'unsupported_parameter');
       assert.equal(err.param, 'tools');
       assert.match(err.message, /tools/);
     });
 
     await t.test('an unknown model: NotFoundError 404', async () => {
       const err = await rejection(ai.models.retrieve('nope'));
-      assertApiError(err, OpenAI.NotFoundError, 404, 'model_not_found', { requestId: false });
+      assertApiError(err, OpenAI.NotFoundError, 404, 'model_not_found');
       assert.match(err.message, /nope/);
     });
 
@@ -499,7 +499,7 @@ test('models through the SDK: announced by browsers, and from chatbridge_models_
       shape(m);
     }
     const err = await rejection(plain.models.retrieve('file-model'));
-    assertApiError(err, OpenAI.NotFoundError, 404, 'model_not_found', { requestId: false });
+    assertApiError(err, OpenAI.NotFoundError, 404, 'model_not_found');
   } finally {
     await b.stop();
   }
