@@ -27,6 +27,7 @@ SAN        = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer)
 WARN       = -Wall -Wextra -Werror
 CFLAGS_CB  = -std=gnu11 $(OPT) $(SAN) $(WARN) -Icommon -Ingx_chatbridge_module
 CXXFLAGS_CB = -std=c++17 $(OPT) $(SAN) $(WARN) -Icommon -I$(BUILD)/sidecar \
+             -Ingx_chatbridge_module \
              $(shell pkg-config --cflags libwebsockets jansson 2>/dev/null)
 LIBS_SIDECAR = $(shell pkg-config --libs libwebsockets jansson 2>/dev/null)
 LIBS_CHECK   = $(shell pkg-config --cflags --libs check jansson 2>/dev/null)

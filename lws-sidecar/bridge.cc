@@ -6,8 +6,14 @@
 #include "log.h"
 #include "util.h"
 
+#include "cb_jsonc.h"
+
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <unistd.h>
 
 namespace chatbridge {
@@ -184,7 +190,7 @@ void Bridge::submit(uint32_t worker, uint32_t slot, uint32_t gen)
 
     r->model.assign(meta.model, ok ? meta.model_len : 0);
     r->kind = meta.kind;
-    if (ok) {
+    if (ok && meta.kind != CB_KIND_CONTROL) {
         r->task = make_frame(raw.substr(sizeof(meta)));
     }
 
@@ -195,6 +201,11 @@ void Bridge::submit(uint32_t worker, uint32_t slot, uint32_t gen)
     if (!ok) {
         fail(p, 500, "bridge_error", "malformed request in shared memory",
              false, 0);
+        return;
+    }
+
+    if (meta.kind == CB_KIND_CONTROL) {
+        control(p, raw.substr(sizeof(meta)));
         return;
     }
 
@@ -416,7 +427,9 @@ void Bridge::detach(Request *r)
 {
     if (r->browser != nullptr) {
         r->browser->requests.erase(r);
-        r->browser->inflight--;
+        if (!r->control) {
+            r->browser->inflight--;     // commands take no place
+        }
         r->browser = nullptr;
         dirty_ = true;
     }
@@ -739,16 +752,27 @@ void Bridge::browser_message(Browser *b, const char *data, size_t len)
 
     } else if (strcmp(type, "models") == 0) {
         b->models.clear();
+        b->model_ids.clear();
         size_t i;
         json_t *m;
         json_array_foreach(json_object_get(f.get(), "models"), i, m) {
             std::string owner = str(m, "organization");
+            std::string uuid = str(m, "uuid");
+            bool image = str(m, "type") == "image";
             b->models.emplace_back(str(m, "id"),
                                    owner.empty() ? b->kind : owner);
+            if (!uuid.empty() || image) {
+                b->model_ids.emplace_back(
+                    str(m, "id"), (uuid.empty() ? std::string("null") : uuid)
+                                      + (image ? ":image" : ""));
+            }
         }
         dirty_ = true;
         log(Level::info, "browser %s announced %zu models", b->id.c_str(),
             b->models.size());
+        if (opts_.update_models && b->kind == "arena") {
+            update_models_file(b);
+        }
 
     } else if (strcmp(type, "state") == 0) {
         std::string st = str(f.get(), "state");
@@ -764,8 +788,7 @@ void Bridge::browser_message(Browser *b, const char *data, size_t len)
         }
 
     } else if (strcmp(type, "result") == 0) {
-        log(Level::info, "browser %s: result for command %s",
-            b->id.c_str(), str(f.get(), "command_id").c_str());
+        on_result(b, f.get());
 
     } else {
         on_answer(b, type, f.get());
@@ -945,6 +968,11 @@ void Bridge::browser_closed(Browser *b)
 
     for (Request *r : held) {
         detach(r);
+        if (r->control) {
+            fail(r, 502, "browser_disconnected",
+                 "The tab closed before the command finished.", true, 0);
+            continue;
+        }
         if (!r->answered && r->attempts <= opts_.retries) {
             again.push_back(r);
         } else {
@@ -958,6 +986,380 @@ void Bridge::browser_closed(Browser *b)
         dispatch(r);
     }
     pump();
+}
+
+// --- operator commands
+
+// A command from /chatbridge/admin: {"command", "args", "dir", "timeout_ms"}
+void Bridge::control(Request *r, const std::string &json)
+{
+    json_error_t je;
+    std::unique_ptr<json_t, void (*)(json_t *)> t(
+        json_loadb(json.data(), json.size(), 0, &je), json_decref);
+
+    r->control = true;
+    r->command = str(t.get(), "command");
+
+    if (r->command == "send_models") {
+        unsigned asked = 0;
+        for (Browser *b : browsers_) {
+            if (b->state != Browser::State::hello
+                && b->state != Browser::State::closing && b->kind == "arena")
+            {
+                b->send(command_frame(r->id + "." + std::to_string(asked),
+                                      "send_models", nullptr));
+                asked++;
+            }
+        }
+        std::string res = "{\"ok\":true,\"asked\":" + std::to_string(asked)
+                          + "}";
+        emit_long(r, CB_REC_RESULT, res.data(), res.size());
+        finish_ok(r, CB_FINISH_STOP, nullptr);
+        return;
+    }
+
+    if (r->command != "capture") {
+        fail(r, 400, "bad_request", "unknown command", false, 0);
+        return;
+    }
+
+    // the tab that captures: one whose script can, an arena one first
+    Browser *best = nullptr;
+    for (Browser *b : browsers_) {
+        if (b->state != Browser::State::ready || !b->capture) {
+            continue;
+        }
+        if (best == nullptr || (b->kind == "arena" && best->kind != "arena")) {
+            best = b;
+        }
+    }
+
+    if (best == nullptr) {
+        fail(r, 503, "no_capture_browser",
+             "No connected tab can capture session ids: open the chat site "
+             "with the chatbridge userscript, then retry.",
+             true, opts_.retry_after);
+        return;
+    }
+
+    json_t *args = json_object_get(t.get(), "args");
+    r->args.reset(json_incref(t.get()));
+
+    json_int_t ms = json_integer_value(json_object_get(t.get(),
+                                                       "timeout_ms"));
+    r->deadline = now_ms() + uint64_t(ms > 0 ? ms : 120000);
+
+    r->browser = best;
+    best->requests.insert(r);
+
+    cb_rec_meta_t meta;
+    meta.browser_len = uint32_t(best->id.size());
+    meta.attempt = 1;
+    emit(r, CB_REC_META, 0, &meta, sizeof(meta), best->id.data(),
+         best->id.size());
+
+    best->send(command_frame(r->id, "capture",
+                             json_is_object(args) ? args : nullptr));
+
+    log(Level::notice, "capture armed in browser %s for %s", best->id.c_str(),
+        json_string_value(json_object_get(args, "model"))
+            ? json_string_value(json_object_get(args, "model"))
+            : "the global ids");
+}
+
+void Bridge::on_result(Browser *b, json_t *f)
+{
+    std::string id = str(f, "command_id");
+    auto it = by_id_.find(id);
+
+    if (it == by_id_.end() || !it->second->control
+        || it->second->browser != b) {
+        // send_models answers, or a command that timed out
+        log(Level::info, "browser %s: result for command %s", b->id.c_str(),
+            id.c_str());
+        return;
+    }
+
+    Request *r = it->second.get();
+
+    if (!json_is_true(json_object_get(f, "ok"))) {
+        std::string msg = str(f, "message");
+        fail(r, 502, "capture_failed",
+             msg.empty() ? "the tab could not capture the ids" : msg, true,
+             0);
+        return;
+    }
+
+    json_t *data = json_object_get(f, "data");
+    std::unique_ptr<json_t, void (*)(json_t *)> out(json_object(),
+                                                     json_decref);
+    std::string err;
+
+    if (!write_capture(r, data, out.get(), &err)) {
+        fail(r, 502, "capture_failed", err, false, 0);
+        return;
+    }
+
+    char *text = json_dumps(out.get(), JSON_COMPACT);
+    if (text != nullptr) {
+        emit_long(r, CB_REC_RESULT, text, strlen(text));
+        free(text);
+    }
+
+    log(Level::notice, "captured session %s in browser %s",
+        str(data, "session_id").c_str(), b->id.c_str());
+
+    finish_ok(r, CB_FINISH_STOP, nullptr);
+}
+
+namespace {
+
+bool good_id(const std::string &s)
+{
+    if (s.empty() || s.size() > 64) {
+        return false;
+    }
+    for (unsigned char c : s) {
+        if (!(isalnum(c) || c == '-' || c == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string read_file(const std::string &path, bool *exists)
+{
+    std::ifstream in(path, std::ios::binary);
+    *exists = bool(in);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// dir is --state-dir or inside it
+bool inside(const std::string &dir, const std::string &root)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    if (root.empty() || realpath(dir.c_str(), a) == nullptr
+        || realpath(root.c_str(), b) == nullptr) {
+        return false;
+    }
+    std::string d(a), r(b);
+    return d == r || d.rfind(r + "/", 0) == 0;
+}
+
+// set keys of a JSONC text one by one, keeping its comments
+bool set_members(std::string *text, const std::string &name,
+                 const std::vector<std::pair<const char *, json_t *>> &kv,
+                 std::string *err)
+{
+    char e[512];
+    for (const auto &p : kv) {
+        size_t len;
+        char *out = cb_jsonc_set_member(text->data(), text->size(), p.first,
+                                        p.second, &len, e, sizeof(e));
+        json_decref(p.second);
+        if (out == nullptr) {
+            *err = name + ": " + e;
+            return false;
+        }
+        text->assign(out, len);
+        free(out);
+    }
+    return true;
+}
+
+} // namespace
+
+// The captured ids go where LMArena Bridge kept them: the model's mapping
+// in model_endpoint_map.json (one session is replaced; a pool gets it first,
+// in place of the same session), or the global ids in config.jsonc; both
+// written atomically, comments kept.
+bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
+                           std::string *err)
+{
+    std::string sid = str(data, "session_id"), mid = str(data, "message_id");
+
+    if (!good_id(sid) || !good_id(mid)) {
+        *err = "the tab sent ids that are not session ids";
+        return false;
+    }
+
+    json_t *args = json_object_get(r->args.get(), "args");
+    std::string model = str(args, "model");
+    std::string mode = str(args, "mode");
+    std::string target = str(args, "target");
+    if (mode != "battle") {
+        mode = "direct_chat";
+    }
+    target = (target == "B" || target == "b") ? "B" : "A";
+
+    json_t *entry = json_pack("{s:s, s:s, s:s, s:s}", "session_id",
+                              sid.c_str(), "message_id", mid.c_str(), "mode",
+                              mode.c_str(), "battle_target", target.c_str());
+    json_object_set_new(out, "ok", json_true());
+    json_object_set_new(out, "model", model.empty() ? json_null()
+                                                    : json_string(
+                                                          model.c_str()));
+    json_object_set_new(out, "entry", entry);
+    json_object_set_new(out, "browser", json_string(r->browser->id.c_str()));
+
+    std::string dir = str(r->args.get(), "dir");
+
+    if (dir.empty() || !inside(dir, opts_.state_dir)) {
+        json_object_set_new(out, "written", json_false());
+        json_object_set_new(out, "note", json_string(
+            opts_.state_dir.empty()
+                ? "the sidecar has no --state-dir: the ids apply until nginx "
+                  "reloads, and are not saved"
+                : "the arena directory is outside --state-dir: the ids apply "
+                  "until nginx reloads, and are not saved"));
+        return true;
+    }
+
+    bool exists;
+    std::string file, text;
+    std::vector<std::pair<const char *, json_t *>> kv;
+
+    if (model.empty()) {
+        file = dir + "/config.jsonc";
+        text = read_file(file, &exists);
+        if (!exists) {
+            *err = file + " cannot be read";
+            return false;
+        }
+        kv = { { "session_id", json_string(sid.c_str()) },
+               { "message_id", json_string(mid.c_str()) },
+               { "id_updater_last_mode", json_string(mode.c_str()) },
+               { "id_updater_battle_target", json_string(target.c_str()) } };
+
+    } else {
+        file = dir + "/model_endpoint_map.json";
+        text = read_file(file, &exists);
+        if (!exists || text.find_first_not_of(" \t\r\n") == std::string::npos) {
+            text = "{\n}\n";
+        }
+
+        char e[512];
+        std::unique_ptr<json_t, void (*)(json_t *)> map(
+            cb_jsonc_parse(text.data(), text.size(), file.c_str(), e,
+                           sizeof(e)), json_decref);
+        if (!map) {
+            *err = e;
+            return false;
+        }
+
+        json_t *old = json_object_get(map.get(), model.c_str());
+        json_t *value;
+
+        if (json_is_array(old)) {
+            value = json_array();
+            json_array_append(value, entry);
+
+            size_t i;
+            json_t *item;
+            json_array_foreach(old, i, item) {
+                if (str(item, "session_id") != sid) {
+                    json_array_append(value, item);
+                }
+            }
+        } else {
+            value = json_incref(entry);
+        }
+
+        kv = { { model.c_str(), value } };
+    }
+
+    if (!set_members(&text, file, kv, err)) {
+        return false;
+    }
+
+    char e[512];
+    if (cb_file_write_atomic(file.c_str(), text.data(), text.size(), e,
+                             sizeof(e)) != 0) {
+        *err = e;
+        return false;
+    }
+
+    json_object_set_new(out, "written", json_string(file.c_str()));
+    return true;
+}
+
+// --update-models: models.json follows the list the page shows
+void Bridge::update_models_file(Browser *b)
+{
+    if (opts_.state_dir.empty()) {
+        return;
+    }
+
+    std::string file = opts_.state_dir + "/models.json";
+    bool exists;
+    std::string text = read_file(file, &exists);
+    char e[512];
+
+    std::unique_ptr<json_t, void (*)(json_t *)> old(
+        exists ? cb_jsonc_parse(text.data(), text.size(), file.c_str(), e,
+                                sizeof(e))
+               : json_object(),
+        json_decref);
+    if (!old) {
+        log(Level::error, "not updating %s: %s", file.c_str(), e);
+        return;
+    }
+
+    std::unique_ptr<json_t, void (*)(json_t *)> now(json_object(),
+                                                     json_decref);
+    std::vector<std::string> added, removed, changed;
+    for (const auto &kv : b->model_ids) {
+        const std::string &name = kv.first;
+        std::string value = kv.second;
+        json_object_set_new(now.get(), name.c_str(),
+                            json_string(value.c_str()));
+        const char *was = json_string_value(json_object_get(old.get(),
+                                                            name.c_str()));
+        if (was == nullptr) {
+            added.push_back(name);
+        } else if (value != was) {
+            changed.push_back(name);
+        }
+    }
+
+    const char *key;
+    json_t *v;
+    json_object_foreach(old.get(), key, v) {
+        if (json_object_get(now.get(), key) == nullptr) {
+            removed.push_back(key);
+        }
+    }
+
+    if (added.empty() && removed.empty() && changed.empty()) {
+        return;
+    }
+
+    char *out = json_dumps(now.get(), JSON_INDENT(4) | JSON_PRESERVE_ORDER);
+    if (out == nullptr) {
+        return;
+    }
+    std::string body = std::string(out) + "\n";
+    free(out);
+
+    if (cb_file_write_atomic(file.c_str(), body.data(), body.size(), e,
+                             sizeof(e)) != 0) {
+        log(Level::error, "%s", e);
+        return;
+    }
+
+    auto join = [](const std::vector<std::string> &v) {
+        std::string s;
+        for (const auto &x : v) {
+            s += (s.empty() ? "" : ", ") + x;
+        }
+        return s.empty() ? std::string("none") : s;
+    };
+
+    log(Level::notice, "models.json updated from browser %s: added %s; "
+        "removed %s; changed %s", b->id.c_str(), join(added).c_str(),
+        join(removed).c_str(), join(changed).c_str());
 }
 
 // --- housekeeping
@@ -986,6 +1388,26 @@ void Bridge::tick()
             b->last_ping = now;
             b->send(ping_frame(double(wall_s()) * 1000));
         }
+    }
+
+    // commands that waited too long for the person at the tab
+    std::vector<Request *> late;
+    for (auto &kv : by_id_) {
+        Request *r = kv.second.get();
+        if (r->control && r->deadline && now > r->deadline && !r->finishing)
+        {
+            late.push_back(r);
+        }
+    }
+    for (Request *r : late) {
+        if (r->browser != nullptr) {
+            r->browser->send(cancel_frame(r->id, "timeout"));
+        }
+        fail(r, 504, "capture_timeout",
+             "No Retry click was captured in time. Click Retry on the "
+             "model's reply in the chat tab while its title shows the "
+             "target mark, then try again.",
+             true, 0);
     }
 
     while (!queue_.empty()

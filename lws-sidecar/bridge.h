@@ -44,6 +44,10 @@ struct Request {
     uint64_t queued_at = 0;
     uint32_t attempts = 0;
     bool queued = false;
+    bool control = false;           // an operator command, not a task
+    uint64_t deadline = 0;          // for commands
+    std::string command;
+    std::unique_ptr<json_t, void (*)(json_t *)> args{nullptr, json_decref};
     bool answered = false;          // content went to the client
     bool finishing = false;         // final record written or pending
     bool paused = false;            // pause sent to the browser
@@ -105,6 +109,13 @@ private:
               uint32_t retry_after);
     void complete(Request *r);
     void destroy(Request *r);
+
+    // operator commands
+    void control(Request *r, const std::string &json);
+    void on_result(Browser *b, json_t *f);
+    bool write_capture(Request *r, json_t *data, json_t *out,
+                       std::string *err);
+    void update_models_file(Browser *b);
 
     // browser frames
     void on_hello(Browser *b, json_t *f);

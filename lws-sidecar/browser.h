@@ -53,6 +53,8 @@ public:
     bool any_model = true;
     bool capture = false;
     std::vector<std::pair<std::string, std::string>> models;  // id, owner
+    // the announced models as models.json has them: name, "uuid[:image]"
+    std::vector<std::pair<std::string, std::string>> model_ids;
     uint64_t connected_at, last_rx, last_ping, last_assign = 0;
     std::unordered_set<Request *> requests;
     std::string rx;

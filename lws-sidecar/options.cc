@@ -89,7 +89,12 @@ const OptionDef option_table[] = {
     CB_NUM(state_size, 4096, 1u << 28,
            "bytes reserved for the published state (browsers, models)"),
     CB_STR(state_dir,
-           "directory of the LMArena Bridge files that captures update"),
+           "directory of the LMArena Bridge files (config.jsonc, "
+           "models.json, model_endpoint_map.json) that captures and model "
+           "lists may update; none: they update nothing on disk"),
+    CB_NUM(update_models, 0, 1,
+           "1: rewrite models.json in --state-dir from the model list a "
+           "tab announces, logging what was added, removed or changed"),
     CB_STR(log_level,
            "error, warn, notice, info or debug"),
 };

@@ -38,6 +38,7 @@ struct Options {
     uint32_t chunk_size = 16384;
     uint32_t state_size = 1024 * 1024;
     std::string state_dir;
+    uint32_t update_models = 0;
     std::string log_level = "notice";
 };
 

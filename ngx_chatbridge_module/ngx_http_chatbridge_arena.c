@@ -7,9 +7,13 @@
  * session here: from the model's pool, round robin across all workers,
  * skipping sessions that recently answered 401 or 429, or the global ids.
  *
- * The round-robin counters, the cooldowns and the ids captured since the
- * files were read (the "live" document) are in a small nginx shared zone,
- * touched only by nginx processes.
+ * The round-robin counters, the cooldowns and the captures are in a small
+ * nginx shared zone, touched only by nginx processes.  A capture is a
+ * record {"gen", "model" and "pool", or "global"}; "gen" is the generation
+ * of the newest configuration when it was made.  A worker uses the records
+ * made at or after its own configuration was read: older ones are in the
+ * files it read.  So a reload neither loses a capture for the workers that
+ * are finishing, nor lets an old capture override an edit to the files.
  */
 
 
@@ -25,12 +29,21 @@
 
 typedef struct {
     ngx_atomic_t        rr[NGX_HTTP_CHATBRIDGE_RR];
-    ngx_atomic_t        version;            /* of live */
+    ngx_atomic_t        version;            /* of the records */
+    ngx_atomic_t        generation;         /* of the newest configuration */
     uint32_t            cool_key[NGX_HTTP_CHATBRIDGE_COOL];
     ngx_msec_t          cool_until[NGX_HTTP_CHATBRIDGE_COOL];
-    u_char             *live;               /* JSON text in the slab */
-    size_t              live_len;
+    u_char             *records;            /* JSON text in the slab */
+    size_t              records_len;
 } ngx_http_chatbridge_arena_sh_t;
+
+
+/* the zone as one configuration sees it */
+
+typedef struct {
+    ngx_http_chatbridge_arena_sh_t  *sh;
+    ngx_atomic_uint_t                generation;
+} ngx_http_chatbridge_arena_zone_t;
 
 
 typedef struct {
@@ -113,6 +126,11 @@ ngx_http_chatbridge_arena(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         mcf->arena_zone->init = ngx_http_chatbridge_arena_init_zone;
+        mcf->arena_zone->data = ngx_pcalloc(cf->pool,
+                                    sizeof(ngx_http_chatbridge_arena_zone_t));
+        if (mcf->arena_zone->data == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
@@ -168,7 +186,7 @@ ngx_http_chatbridge_arena_merge(ngx_conf_t *cf,
                                &conf->arena_dir);
         }
 
-        if (ngx_http_chatbridge_key_add(cf, conf, &name, &key, 1)
+        if (ngx_http_chatbridge_key_add(cf, &conf->keys, &name, &key, 1)
             != NGX_CONF_OK)
         {
             return NGX_CONF_ERROR;
@@ -354,17 +372,22 @@ ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
 }
 
 
-/* this worker's copy of the ids captured since the files were read */
+/*
+ * What captures changed for this worker: {"global": {...}, "models":
+ * {"<model>": [pool]}}, from the records of its generation or later.
+ */
 
 json_t *
 ngx_http_chatbridge_arena_live(ngx_http_request_t *r)
 {
-    json_t                           *live;
-    ngx_atomic_uint_t                 version;
-    json_error_t                      jerr;
-    ngx_slab_pool_t                  *shpool;
-    ngx_http_chatbridge_arena_sh_t   *sh;
-    ngx_http_chatbridge_main_conf_t  *mcf;
+    size_t                             i;
+    json_t                            *live, *records, *rec, *models;
+    json_error_t                       jerr;
+    ngx_slab_pool_t                   *shpool;
+    ngx_atomic_uint_t                  version;
+    ngx_http_chatbridge_arena_sh_t    *sh;
+    ngx_http_chatbridge_arena_zone_t  *z;
+    ngx_http_chatbridge_main_conf_t   *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
     sh = ngx_http_chatbridge_arena_sh(r, &shpool);
@@ -373,6 +396,7 @@ ngx_http_chatbridge_arena_live(ngx_http_request_t *r)
         return NULL;
     }
 
+    z = mcf->arena_zone->data;
     version = sh->version;
 
     if (version == mcf->arena_version) {
@@ -382,11 +406,39 @@ ngx_http_chatbridge_arena_live(ngx_http_request_t *r)
     ngx_shmtx_lock(&shpool->mutex);
 
     version = sh->version;
-    live = sh->live ? json_loadb((const char *) sh->live, sh->live_len, 0,
-                                 &jerr)
-                    : NULL;
+    records = sh->records ? json_loadb((const char *) sh->records,
+                                       sh->records_len, 0, &jerr)
+                          : NULL;
 
     ngx_shmtx_unlock(&shpool->mutex);
+
+    live = json_object();
+    models = json_object();
+
+    if (live && models) {
+        json_object_set(live, "models", models);
+
+        json_array_foreach(records, i, rec) {
+            if ((ngx_atomic_uint_t) json_integer_value(
+                    json_object_get(rec, "gen")) < z->generation)
+            {
+                continue;       /* already in the files this worker read */
+            }
+
+            if (json_object_get(rec, "global")) {
+                json_object_set(live, "global",
+                                json_object_get(rec, "global"));
+
+            } else {
+                json_object_set(models, json_string_value(
+                                    json_object_get(rec, "model")),
+                                json_object_get(rec, "pool"));
+            }
+        }
+    }
+
+    json_decref(models);
+    json_decref(records);
 
     json_decref(mcf->arena_live);
     mcf->arena_live = live;
@@ -398,8 +450,9 @@ ngx_http_chatbridge_arena_live(ngx_http_request_t *r)
 
 /*
  * A capture: entry {session_id, message_id, mode, battle_target} for a
- * model (added to its pool, replacing the same session) or, model NULL,
- * as the global ids.  Every worker sees it from its next request.
+ * model or, model NULL, as the global ids.  A model mapped to one session
+ * gets it replaced; a pool (a list) gets it added first, in place of the
+ * same session.  Every worker sees it from its next request.
  */
 
 ngx_int_t
@@ -408,9 +461,11 @@ ngx_http_chatbridge_arena_update(ngx_http_request_t *r, const char *model,
 {
     char                             *text;
     size_t                            i, len;
-    json_t                           *live, *models, *list, *item, *old;
+    json_t                           *live, *records, *rec, *pool, *item;
+    json_t                           *old;
     u_char                           *p;
-    const char                       *sid, *other;
+    json_error_t                      jerr;
+    const char                       *sid, *other, *key;
     ngx_slab_pool_t                  *shpool;
     ngx_http_chatbridge_arena_sh_t   *sh;
     ngx_http_chatbridge_loc_conf_t   *lcf;
@@ -422,70 +477,93 @@ ngx_http_chatbridge_arena_update(ngx_http_request_t *r, const char *model,
         return NGX_DECLINED;
     }
 
-    live = json_deep_copy(ngx_http_chatbridge_arena_live(r));
-    if (live == NULL) {
-        live = json_object();
-    }
-
     if (model == NULL) {
-        json_object_set(live, "global", entry);
+        rec = json_pack("{s:O}", "global", entry);
 
     } else {
-        models = json_object_get(live, "models");
-        if (models == NULL) {
-            models = json_object();
-            json_object_set_new(live, "models", models);
-        }
 
-        /* the pool so far: live, else the file's */
+        /* the pool so far: as captured, else as the file has it */
 
-        list = json_object_get(models, model);
+        live = ngx_http_chatbridge_arena_live(r);
+        old = json_object_get(json_object_get(live, "models"), model);
 
-        if (list == NULL) {
+        if (old == NULL) {
             old = json_object_get(lcf->arena->map, model);
-            list = json_is_array(old) ? json_deep_copy(old)
-                   : json_is_object(old) ? json_pack("[O]", old)
-                   : json_array();
-            json_object_set_new(models, model, list);
         }
 
+        pool = json_array();
+        json_array_append(pool, entry);
         sid = json_string_value(json_object_get(entry, "session_id"));
 
-        json_array_foreach(list, i, item) {
+        json_incref(old);
+
+        json_array_foreach(old, i, item) {
             other = json_string_value(json_object_get(item, "session_id"));
 
-            if (sid && other && ngx_strcmp(sid, other) == 0) {
-                json_array_remove(list, i);
-                break;
+            if (!(sid && other && ngx_strcmp(sid, other) == 0)
+                && json_array_size(pool) < CB_ARENA_POOL_MAX)
+            {
+                json_array_append(pool, item);
             }
         }
 
-        json_array_insert(list, 0, entry);
+        json_decref(old);
+
+        rec = json_pack("{s:s, s:o}", "model", model, "pool", pool);
     }
 
-    text = json_dumps(live, JSON_COMPACT);
-    json_decref(live);
-
-    if (text == NULL) {
+    if (rec == NULL) {
         return NGX_ERROR;
     }
 
-    len = ngx_strlen(text);
-
     ngx_shmtx_lock(&shpool->mutex);
 
-    p = ngx_slab_alloc_locked(shpool, len);
+    records = sh->records ? json_loadb((const char *) sh->records,
+                                       sh->records_len, 0, &jerr)
+                          : json_array();
+    if (records == NULL) {
+        records = json_array();
+    }
 
-    if (p) {
-        ngx_memcpy(p, text, len);
+    /* one record per model and one global: the new one replaces it */
 
-        if (sh->live) {
-            ngx_slab_free_locked(shpool, sh->live);
+    key = model ? "model" : "global";
+
+    json_array_foreach(records, i, item) {
+        if (model ? (json_string_value(json_object_get(item, "model"))
+                     && ngx_strcmp(json_string_value(json_object_get(item,
+                                                              "model")),
+                                   model) == 0)
+                  : json_object_get(item, key) != NULL)
+        {
+            json_array_remove(records, i);
+            break;
         }
+    }
 
-        sh->live = p;
-        sh->live_len = len;
-        sh->version++;
+    json_object_set_new(rec, "gen", json_integer(sh->generation));
+    json_array_append_new(records, rec);
+
+    text = json_dumps(records, JSON_COMPACT);
+    json_decref(records);
+
+    p = NULL;
+
+    if (text) {
+        len = ngx_strlen(text);
+        p = ngx_slab_alloc_locked(shpool, len);
+
+        if (p) {
+            ngx_memcpy(p, text, len);
+
+            if (sh->records) {
+                ngx_slab_free_locked(shpool, sh->records);
+            }
+
+            sh->records = p;
+            sh->records_len = len;
+            sh->version++;
+        }
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
@@ -499,50 +577,38 @@ ngx_http_chatbridge_arena_update(ngx_http_request_t *r, const char *model,
 static ngx_int_t
 ngx_http_chatbridge_arena_init_zone(ngx_shm_zone_t *zone, void *data)
 {
-    ngx_slab_pool_t                 *shpool;
-    ngx_http_chatbridge_arena_sh_t  *sh;
+    ngx_slab_pool_t                   *shpool;
+    ngx_http_chatbridge_arena_sh_t    *sh;
+    ngx_http_chatbridge_arena_zone_t  *z, *old;
 
+    z = zone->data;
+    old = data;
     shpool = (ngx_slab_pool_t *) zone->shm.addr;
 
-    if (data) {
-        /*
-         * a reload: keep counters and cooldowns; the files now hold what
-         * was captured, so the live ids start over from them
-         */
-        sh = data;
-        zone->data = sh;
+    if (old) {
+        sh = old->sh;       /* a reload: counters, cooldowns, captures stay */
 
-        ngx_shmtx_lock(&shpool->mutex);
+    } else if (zone->shm.exists) {
+        sh = shpool->data;
 
-        if (sh->live) {
-            ngx_slab_free_locked(shpool, sh->live);
-            sh->live = NULL;
-            sh->live_len = 0;
+    } else {
+        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_chatbridge_arena_sh_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
         }
 
-        sh->version++;
-
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        return NGX_OK;
+        sh->version = 1;
+        shpool->data = sh;
+        shpool->log_ctx = (u_char *) " in chatbridge_arena zone";
     }
 
-    if (zone->shm.exists) {
-        zone->data = shpool->data;
-        return NGX_OK;
-    }
+    z->sh = sh;
 
-    sh = ngx_slab_calloc(shpool, sizeof(ngx_http_chatbridge_arena_sh_t));
-    if (sh == NULL) {
-        return NGX_ERROR;
-    }
+    /* this configuration read the files now: captures before are in them */
 
-    sh->version = 1;
-
-    shpool->data = sh;
-    zone->data = sh;
-
-    shpool->log_ctx = (u_char *) " in chatbridge_arena zone";
+    ngx_shmtx_lock(&shpool->mutex);
+    z->generation = ++sh->generation;
+    ngx_shmtx_unlock(&shpool->mutex);
 
     return NGX_OK;
 }
@@ -619,5 +685,5 @@ ngx_http_chatbridge_arena_sh(ngx_http_request_t *r, ngx_slab_pool_t **shpool)
 
     *shpool = (ngx_slab_pool_t *) mcf->arena_zone->shm.addr;
 
-    return mcf->arena_zone->data;
+    return ((ngx_http_chatbridge_arena_zone_t *) mcf->arena_zone->data)->sh;
 }

@@ -23,8 +23,8 @@ static void ngx_http_chatbridge_digest(u_char *digest, u_char *data,
 
 
 ngx_int_t
-ngx_http_chatbridge_authorize(ngx_http_request_t *r,
-    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, const char **error)
+ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
+    ngx_str_t *name, const char **error)
 {
     u_char                      diff, digest[20];
     ngx_str_t                   token;
@@ -35,7 +35,7 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r,
 
     ngx_str_null(name);
 
-    if (lcf->keys == NULL || lcf->keys->nelts == 0) {
+    if (keys_a == NULL || keys_a->nelts == 0) {
         return NGX_OK;
     }
 
@@ -99,10 +99,10 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r,
 
     ngx_http_chatbridge_digest(digest, token.data, token.len);
 
-    keys = lcf->keys->elts;
-    found = lcf->keys->nelts;
+    keys = keys_a->elts;
+    found = keys_a->nelts;
 
-    for (i = 0; i < lcf->keys->nelts; i++) {
+    for (i = 0; i < keys_a->nelts; i++) {
         diff = 0;
 
         for (j = 0; j < 20; j++) {
@@ -113,7 +113,7 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r,
         found = (diff == 0) ? i : found;
     }
 
-    if (found == lcf->keys->nelts) {
+    if (found == keys_a->nelts) {
         *error = "Incorrect API key provided.";
         return NGX_HTTP_UNAUTHORIZED;
     }
@@ -127,11 +127,13 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r,
 char *
 ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_chatbridge_loc_conf_t  *lcf = conf;
+
     ngx_str_t  *value;
 
     value = cf->args->elts;
 
-    return ngx_http_chatbridge_key_add(cf, conf, &value[1], &value[2],
+    return ngx_http_chatbridge_key_add(cf, &lcf->keys, &value[1], &value[2],
                                        NGX_HTTP_CHATBRIDGE_KEY_MIN);
 }
 
@@ -145,59 +147,27 @@ char *
 ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    char        *rv;
-    u_char      *buf, *p, *end, *eol, *s;
-    ssize_t      n;
-    ngx_fd_t     fd;
-    ngx_str_t   *value, file, name, key;
+    ngx_http_chatbridge_loc_conf_t  *lcf = conf;
+
+    u_char      *p, *end, *eol, *s;
+    ngx_str_t   *value, file, text, name, key;
     ngx_uint_t   line, nkeys;
-    ngx_file_t   f;
-    ngx_file_info_t  fi;
 
     value = cf->args->elts;
     file = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%s\" failed", file.data);
-        return NGX_CONF_ERROR;
-    }
-
-    rv = NGX_CONF_ERROR;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > NGX_HTTP_CHATBRIDGE_KEYS_FILE_MAX)
+    if (ngx_http_chatbridge_read_conf_file(cf, &file,
+                                           NGX_HTTP_CHATBRIDGE_KEYS_FILE_MAX,
+                                           &text)
+        != NGX_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\" is not a readable file of at most 1m",
-                           file.data);
-        goto done;
+        return NGX_CONF_ERROR;
     }
 
-    buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
-    if (buf == NULL) {
-        goto done;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = file;
-    f.log = cf->log;
-
-    n = ngx_read_file(&f, buf, ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto done;
-    }
-
-    end = buf + n;
+    end = text.data + text.len;
     nkeys = 0;
 
-    for (p = buf, line = 1; p < end; p = eol + 1, line++) {
+    for (p = text.data, line = 1; p < end; p = eol + 1, line++) {
         eol = ngx_strlchr(p, end, '\n');
         if (eol == NULL) {
             eol = end;
@@ -231,7 +201,7 @@ ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
             key = name;
             name.data = ngx_pnalloc(cf->pool, NGX_INT_T_LEN + 3);
             if (name.data == NULL) {
-                goto done;
+                return NGX_CONF_ERROR;
             }
 
             name.len = ngx_sprintf(name.data, "key%ui", ++nkeys) - name.data;
@@ -245,46 +215,27 @@ ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "%s:%ui: expected \"<name> <key>\"",
                                    file.data, line);
-                goto done;
+                return NGX_CONF_ERROR;
             }
-
-            /* the name outlives the file buffer */
-
-            s = ngx_pstrdup(cf->pool, &name);
-            if (s == NULL) {
-                goto done;
-            }
-
-            name.data = s;
         }
 
-        if (ngx_http_chatbridge_key_add(cf, conf, &name, &key,
+        if (ngx_http_chatbridge_key_add(cf, &lcf->keys, &name, &key,
                                         NGX_HTTP_CHATBRIDGE_KEY_MIN)
             != NGX_CONF_OK)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "in %s:%ui",
                                file.data, line);
-            goto done;
+            return NGX_CONF_ERROR;
         }
     }
 
-    rv = NGX_CONF_OK;
-
-done:
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%s\" failed", file.data);
-    }
-
-    return rv;
+    return NGX_CONF_OK;
 }
 
 
 char *
-ngx_http_chatbridge_key_add(ngx_conf_t *cf,
-    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key,
-    size_t min)
+ngx_http_chatbridge_key_add(ngx_conf_t *cf, ngx_array_t **keys,
+    ngx_str_t *name, ngx_str_t *key, size_t min)
 {
     ngx_uint_t                  i;
     ngx_http_chatbridge_key_t  *k;
@@ -296,17 +247,17 @@ ngx_http_chatbridge_key_add(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (lcf->keys == NGX_CONF_UNSET_PTR || lcf->keys == NULL) {
-        lcf->keys = ngx_array_create(cf->pool, 4,
-                                     sizeof(ngx_http_chatbridge_key_t));
-        if (lcf->keys == NULL) {
+    if (*keys == NGX_CONF_UNSET_PTR || *keys == NULL) {
+        *keys = ngx_array_create(cf->pool, 4,
+                                 sizeof(ngx_http_chatbridge_key_t));
+        if (*keys == NULL) {
             return NGX_CONF_ERROR;
         }
     }
 
-    k = lcf->keys->elts;
+    k = (*keys)->elts;
 
-    for (i = 0; i < lcf->keys->nelts; i++) {
+    for (i = 0; i < (*keys)->nelts; i++) {
         if (k[i].name.len == name->len
             && ngx_strncmp(k[i].name.data, name->data, name->len) == 0)
         {
@@ -316,7 +267,7 @@ ngx_http_chatbridge_key_add(ngx_conf_t *cf,
         }
     }
 
-    k = ngx_array_push(lcf->keys);
+    k = ngx_array_push(*keys);
     if (k == NULL) {
         return NGX_CONF_ERROR;
     }

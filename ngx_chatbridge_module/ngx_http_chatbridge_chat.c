@@ -13,11 +13,6 @@
 static void ngx_http_chatbridge_chat_body(ngx_http_request_t *r);
 static void ngx_http_chatbridge_images_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chatbridge_check_length(ngx_http_request_t *r);
-static ngx_int_t ngx_http_chatbridge_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
-static ngx_int_t ngx_http_chatbridge_prepare(ngx_http_request_t *r,
-    ngx_http_chatbridge_ctx_t *ctx, const char *model, size_t model_len,
-    ngx_uint_t nparts);
 static void ngx_http_chatbridge_reject(ngx_http_request_t *r, cb_err_t *err);
 static const char *ngx_http_chatbridge_kind_name(ngx_uint_t kind);
 
@@ -317,7 +312,7 @@ ngx_http_chatbridge_check_length(ngx_http_request_t *r)
 
 /* the whole body in one piece; bodies over 1m come back from a temp file */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_chatbridge_read_body(ngx_http_request_t *r, ngx_str_t *body)
 {
     u_char       *p;
@@ -380,7 +375,7 @@ ngx_http_chatbridge_read_body(ngx_http_request_t *r, ngx_str_t *body)
 
 /* the parts, the request id and the fixed head of every chunk */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_chatbridge_prepare(ngx_http_request_t *r,
     ngx_http_chatbridge_ctx_t *ctx, const char *model, size_t model_len,
     ngx_uint_t nparts)

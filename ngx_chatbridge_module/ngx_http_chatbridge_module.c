@@ -27,6 +27,8 @@ static ngx_int_t ngx_http_chatbridge_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chatbridge_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_chatbridge_errors_init(ngx_conf_t *cf);
+char *ngx_http_chatbridge_browser_token_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 char *ngx_http_chatbridge_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -63,6 +65,48 @@ static ngx_command_t  ngx_http_chatbridge_commands[] = {
       ngx_http_chatbridge_status,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("chatbridge_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chatbridge_admin,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_admin_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_chatbridge_admin_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_userscript"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_userscript,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_browser_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, browser_token),
+      NULL },
+
+    { ngx_string("chatbridge_browser_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_browser_token_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_browser_ws_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, browser_ws_url),
       NULL },
 
     { ngx_string("chatbridge_sidecar"),
@@ -285,7 +329,7 @@ ngx_http_chatbridge_handler(ngx_http_request_t *r)
         }
     }
 
-    rc = ngx_http_chatbridge_authorize(r, lcf, &name, &error);
+    rc = ngx_http_chatbridge_authorize(r, lcf->keys, &name, &error);
 
     if (rc != NGX_OK) {
         ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
@@ -578,6 +622,7 @@ ngx_http_chatbridge_create_loc_conf(ngx_conf_t *cf)
     conf->models = NGX_CONF_UNSET_PTR;
     conf->arena = NGX_CONF_UNSET_PTR;
     conf->arena_cooldown = NGX_CONF_UNSET_MSEC;
+    conf->admin_keys = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -619,6 +664,9 @@ ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->cors, prev->cors, 0);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_ptr_value(conf->models, prev->models, NULL);
+    ngx_conf_merge_ptr_value(conf->admin_keys, prev->admin_keys, NULL);
+    ngx_conf_merge_str_value(conf->browser_token, prev->browser_token, "");
+    ngx_conf_merge_str_value(conf->browser_ws_url, prev->browser_ws_url, "");
 
     if (conf->idle_timeout == 0 || conf->total_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -704,4 +752,67 @@ ngx_http_chatbridge_exit_process(ngx_cycle_t *cycle)
         ngx_http_chatbridge_link_exit(mcf->link);
         mcf->link = NULL;
     }
+}
+
+
+/* a small file named by a directive, read whole while nginx starts */
+
+ngx_int_t
+ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,
+    size_t max, ngx_str_t *out)
+{
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_int_t        rc;
+    ngx_file_t       f;
+    ngx_file_info_t  fi;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", name->data);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || (size_t) ngx_file_size(&fi) > max)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" is not a readable file of at most %uz "
+                           "bytes", name->data, max);
+        goto done;
+    }
+
+    out->data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (out->data == NULL) {
+        goto done;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = *name;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, out->data, ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    out->len = n;
+    rc = NGX_OK;
+
+done:
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%s\" failed", name->data);
+    }
+
+    return rc;
 }

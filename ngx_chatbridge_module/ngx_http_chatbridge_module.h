@@ -26,6 +26,7 @@
 #define NGX_HTTP_CHATBRIDGE_MODELS          2
 #define NGX_HTTP_CHATBRIDGE_MODEL           3
 #define NGX_HTTP_CHATBRIDGE_IMAGES          4
+#define NGX_HTTP_CHATBRIDGE_CONTROL         5   /* an operator command */
 
 /* link states */
 #define NGX_HTTP_CHATBRIDGE_LINK_DOWN       0
@@ -89,6 +90,10 @@ typedef struct {
     cb_arena_t                     *arena;
     ngx_str_t                       arena_dir;
     ngx_msec_t                      arena_cooldown;
+    ngx_array_t                    *admin_keys; /* ngx_http_chatbridge_key_t */
+    ngx_str_t                       userscript; /* the file, read at start */
+    ngx_str_t                       browser_token;
+    ngx_str_t                       browser_ws_url;
 } ngx_http_chatbridge_loc_conf_t;
 
 
@@ -103,6 +108,7 @@ typedef struct {
     uint32_t                        gen;
 
     ngx_str_t                       image;
+    ngx_str_t                       result;     /* of a command */
     uint32_t                        cool_key;   /* its arena session */
     ngx_uint_t                      status;     /* error status, 0 if none */
     ngx_str_t                       error_code;
@@ -131,6 +137,7 @@ struct ngx_http_chatbridge_ctx_s {
     time_t                          created;
 
     ngx_event_t                     timer;
+    ngx_msec_t                      timeout;    /* a command's own */
     ngx_msec_t                      start;
     ngx_msec_t                      first;      /* first answer record */
     ngx_msec_t                      last;       /* last record or output */
@@ -163,6 +170,7 @@ struct ngx_http_chatbridge_ctx_s {
     ngx_uint_t                      outcome;
     ngx_str_t                       browser;
     ngx_str_t                       key_name;
+    json_t                         *command;    /* an admin request's body */
     ngx_str_t                       error_page; /* replaces nginx's page */
 
     unsigned                        stream:1;
@@ -209,6 +217,11 @@ ngx_int_t ngx_http_chatbridge_link_state_doc(ngx_http_chatbridge_link_t *link,
 
 ngx_int_t ngx_http_chatbridge_chat_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chatbridge_images_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_chatbridge_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+ngx_int_t ngx_http_chatbridge_prepare(ngx_http_request_t *r,
+    ngx_http_chatbridge_ctx_t *ctx, const char *model, size_t model_len,
+    ngx_uint_t nparts);
 
 
 /* ngx_http_chatbridge_stream.c: waiting, records, responses */
@@ -223,6 +236,14 @@ ngx_int_t ngx_http_chatbridge_send_error(ngx_http_request_t *r,
     const char *message, size_t len, uint32_t retry_after);
 ngx_int_t ngx_http_chatbridge_send_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *json, size_t len);
+ngx_int_t ngx_http_chatbridge_send_body(ngx_http_request_t *r, u_char *data,
+    size_t len);
+
+
+/* ngx_http_chatbridge_module.c */
+
+ngx_int_t ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf,
+    ngx_str_t *name, size_t max, ngx_str_t *out);
 
 
 /* ngx_http_chatbridge_models.c */
@@ -236,8 +257,7 @@ char *ngx_http_chatbridge_models_file(ngx_conf_t *cf, ngx_command_t *cmd,
 /* ngx_http_chatbridge_auth.c */
 
 ngx_int_t ngx_http_chatbridge_authorize(ngx_http_request_t *r,
-    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name,
-    const char **error);
+    ngx_array_t *keys, ngx_str_t *name, const char **error);
 char *ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -263,9 +283,22 @@ ngx_int_t ngx_http_chatbridge_arena_update(ngx_http_request_t *r,
 
 /* ngx_http_chatbridge_auth.c, for keys from other files */
 
-char *ngx_http_chatbridge_key_add(ngx_conf_t *cf,
-    ngx_http_chatbridge_loc_conf_t *lcf, ngx_str_t *name, ngx_str_t *key,
-    size_t min);
+char *ngx_http_chatbridge_key_add(ngx_conf_t *cf, ngx_array_t **keys,
+    ngx_str_t *name, ngx_str_t *key, size_t min);
+
+
+/* ngx_http_chatbridge_admin.c: operator commands, the userscript */
+
+char *ngx_http_chatbridge_admin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_chatbridge_admin_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_chatbridge_admin_result(ngx_http_chatbridge_ctx_t *ctx,
+    ngx_str_t *out);
+char *ngx_http_chatbridge_userscript(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_chatbridge_browser_token_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 
 /* ngx_http_chatbridge_variables.c */

@@ -208,8 +208,6 @@ ngx_http_chatbridge_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *json, size_t len)
 {
     ngx_int_t                   rc;
-    ngx_buf_t                  *b;
-    ngx_chain_t                 out;
     ngx_http_chatbridge_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chatbridge_module);
@@ -238,13 +236,25 @@ ngx_http_chatbridge_send_json(ngx_http_request_t *r, ngx_uint_t status,
         return rc;
     }
 
+    return ngx_http_chatbridge_send_body(r, json, len);
+}
+
+
+/* a whole body that is already in memory */
+
+ngx_int_t
+ngx_http_chatbridge_send_body(ngx_http_request_t *r, u_char *data, size_t len)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    b->pos = json;
-    b->last = json + len;
+    b->pos = data;
+    b->last = data + len;
     b->memory = len ? 1 : 0;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -272,7 +282,9 @@ ngx_http_chatbridge_submit(ngx_http_chatbridge_ctx_t *ctx)
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
 
-        rc = ngx_http_chatbridge_link_submit(ctx->link, part, lcf->kind);
+        rc = ngx_http_chatbridge_link_submit(ctx->link, part,
+                 ctx->op == NGX_HTTP_CHATBRIDGE_CONTROL ? CB_KIND_CONTROL
+                                                        : lcf->kind);
 
         if (rc == NGX_DECLINED) {
             ngx_http_chatbridge_link_lost(ctx);
@@ -509,6 +521,16 @@ ngx_http_chatbridge_record(ngx_http_chatbridge_ctx_t *ctx,
 
         return ngx_http_chatbridge_text(ctx, CB_REC_DELTA, p, size);
 
+    case CB_REC_RESULT:
+        part->result.data = ngx_pnalloc(r->pool, len);
+        if (part->result.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(part->result.data, data, len);
+        part->result.len = len;
+        break;
+
     case CB_REC_DONE:
         ngx_memzero(&done, sizeof(cb_rec_done_t));
         ngx_memcpy(&done, data, ngx_min(len, sizeof(cb_rec_done_t)));
@@ -678,10 +700,41 @@ ngx_http_chatbridge_text(ngx_http_chatbridge_ctx_t *ctx, ngx_uint_t type,
 static void
 ngx_http_chatbridge_complete(ngx_http_chatbridge_ctx_t *ctx)
 {
-    if (ctx->op == NGX_HTTP_CHATBRIDGE_IMAGES) {
-        ngx_http_chatbridge_complete_images(ctx);
+    ngx_str_t                    json;
+    ngx_http_chatbridge_part_t  *part;
 
-    } else {
+    switch (ctx->op) {
+
+    case NGX_HTTP_CHATBRIDGE_IMAGES:
+        ngx_http_chatbridge_complete_images(ctx);
+        return;
+
+    case NGX_HTTP_CHATBRIDGE_CONTROL:
+        part = &ctx->parts[0];
+
+        if (part->status) {
+            ngx_http_chatbridge_fail(ctx, part->status,
+                                     (const char *) part->error_code.data,
+                                     (const char *) part->error_message.data,
+                                     part->error_message.len,
+                                     part->retry_after,
+                                     NGX_HTTP_CHATBRIDGE_OUTCOME_ERROR);
+            return;
+        }
+
+        ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_OK;
+
+        if (ngx_http_chatbridge_admin_result(ctx, &json) != NGX_OK) {
+            ngx_http_chatbridge_finalize(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_http_chatbridge_finalize(ctx,
+            ngx_http_chatbridge_send_json(ctx->request, NGX_HTTP_OK,
+                                          json.data, json.len));
+        return;
+
+    default:
         ngx_http_chatbridge_complete_chat(ctx);
     }
 }
@@ -1428,9 +1481,9 @@ ngx_http_chatbridge_arm(ngx_http_chatbridge_ctx_t *ctx)
 
     now = ngx_current_msec;
 
-    next = ctx->start + lcf->total_timeout;
+    next = ctx->start + (ctx->timeout ? ctx->timeout : lcf->total_timeout);
 
-    t = ctx->last + lcf->idle_timeout;
+    t = ctx->last + (ctx->timeout ? ctx->timeout : lcf->idle_timeout);
     if ((ngx_msec_int_t) (t - next) < 0) {
         next = t;
     }
@@ -1493,14 +1546,18 @@ ngx_http_chatbridge_timer_handler(ngx_event_t *ev)
         goto done;
     }
 
-    if (now - ctx->start >= lcf->total_timeout) {
+    if (now - ctx->start >= (ctx->timeout ? ctx->timeout
+                                          : lcf->total_timeout))
+    {
         ngx_http_chatbridge_fail(ctx, NGX_HTTP_GATEWAY_TIME_OUT,
                                  "browser_timeout", total, sizeof(total) - 1,
                                  0, NGX_HTTP_CHATBRIDGE_OUTCOME_TIMEOUT);
         goto done;
     }
 
-    if (now - ctx->last >= lcf->idle_timeout) {
+    if (now - ctx->last >= (ctx->timeout ? ctx->timeout
+                                         : lcf->idle_timeout))
+    {
         ngx_http_chatbridge_fail(ctx, NGX_HTTP_GATEWAY_TIME_OUT,
                                  "browser_timeout", idle, sizeof(idle) - 1,
                                  0, NGX_HTTP_CHATBRIDGE_OUTCOME_TIMEOUT);

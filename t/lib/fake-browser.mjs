@@ -31,7 +31,12 @@
 //
 //   node fake-browser.mjs --url ws://... --token T [--kind test] [--id ID]
 //        [--concurrency N] [--models a,b] [--browsers N] [--log FILE]
-//        [--no-reconnect]
+//        [--no-reconnect] [--capture SESSION:MESSAGE]
+//
+// With --capture it announces capture and answers a capture command with
+// those ids 100 ms later, as if the person had clicked Retry ("none":
+// announce it, never answer).  A send_models command makes it announce its
+// models again.  --models takes names, or name=uuid[:image].
 
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -49,7 +54,7 @@ const WebSocket = require(process.env.CB_WS_MODULE || 'ws');
 
 const args = {
   url: null, token: '', kind: 'test', id: 'fake', concurrency: 64,
-  models: '', browsers: 1, log: null, reconnect: true,
+  models: '', browsers: 1, log: null, reconnect: true, capture: null,
 };
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
@@ -64,6 +69,7 @@ for (let i = 2; i < process.argv.length; i++) {
     case '--models': args.models = v; break;
     case '--browsers': args.browsers = Number(v); break;
     case '--log': args.log = v; break;
+    case '--capture': args.capture = v; break;
     default: console.error(`fake-browser: unknown option ${a}`); process.exit(2);
   }
 }
@@ -217,14 +223,21 @@ const clients = [];
 
 for (let n = 0; n < args.browsers; n++) {
   const tracker = new TaskTracker();
-  const models = args.models ? args.models.split(',') : [];
+  const models = args.models ? args.models.split(',').map((m) => {
+    const [id, rest] = m.split('=');
+    if (!rest) return { id };
+    const [uuid, type] = rest.split(':');
+    return { id, uuid, type: type || 'chat' };
+  }) : [];
   const client = new BridgeClient({
     url: args.url,
     token: args.token,
     kind: args.kind,
     id: args.browsers > 1 ? `${args.id}-${n + 1}` : args.id,
     agent: 'chatbridge-fake-browser/1',
-    capabilities: { concurrency: args.concurrency, models, images: true },
+    capabilities: { concurrency: args.concurrency,
+                    models: models.map((m) => m.id), images: true,
+                    capture: Boolean(args.capture) },
     WebSocket,
     spec,
     tracker,
@@ -235,11 +248,23 @@ for (let n = 0; n < args.browsers; n++) {
     onPause: (f) => record({ event: 'pause', request_id: f.request_id }),
     onResume: (f) => record({ event: 'resume', request_id: f.request_id }),
     onError: (f) => record({ event: 'error', browser: client.browserId, frame: f }),
+    onCommand: (f) => {
+      record({ event: 'command', browser: client.browserId, frame: f });
+      if (f.command === 'send_models') {
+        client.sendModels(models);
+        client.sendResult(f.command_id, true, { count: models.length });
+      } else if (f.command === 'capture' && args.capture
+                 && args.capture !== 'none') {
+        const [session_id, message_id] = args.capture.split(':');
+        setTimeout(() => client.sendResult(f.command_id, true,
+                                           { session_id, message_id }), 100);
+      }
+    },
     onState: (state, info) => {
       record({ event: 'state', browser: client.browserId || client.id, state,
                code: info && info.code });
       if (state === 'ready' && models.length) {
-        client.sendModels(models.map((id) => ({ id })));
+        client.sendModels(models);
       }
       if (state === 'closed' && !args.reconnect) client.stop();
     },

@@ -1,0 +1,248 @@
+# Operator commands behind their own keys: session-id capture (to a model's
+# pool or to the global ids, written atomically with comments kept, in force
+# for the next request without a reload, and kept after one), its timeout,
+# chatbridgectl, the model-list command with models.json updated; and the
+# userscript served with this bridge's URL and token baked in.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use ChatBridgeTest;
+use IO::Socket::INET;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $t = ChatBridgeTest->new;
+my $dir = $t->dir . '/arena';
+mkdir $dir;
+chmod 0777, $dir;
+
+sub put {
+    my ($file, $text) = @_;
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh;
+}
+
+sub slurp { local (@ARGV, $/) = @_; <> }
+
+put("$dir/config.jsonc", <<'JSONC');
+{
+    // my settings: keep this comment
+    "session_id": "YOUR_SESSION_ID",
+    "message_id": "YOUR_MESSAGE_ID",
+    "id_updater_last_mode": "direct_chat",
+    "id_updater_battle_target": "A",
+    "file_bed_upload_url": "http://127.0.0.1:5180/upload", // and this URL
+}
+JSONC
+put("$dir/models.json", qq({\n  "old-model": "0000-old",\n  "kept": "0000-kept"\n}\n));
+put("$dir/model_endpoint_map.json", <<'JSON');
+{
+    // the gemini pool
+    "gemini": {"session_id": "g1", "message_id": "gm1"}
+}
+JSON
+
+my $script = $t->dir . '/chatbridge.user.js';
+put($script, "// ==UserScript==\n// \@name test\n// ==/UserScript==\n"
+             . "const WS = '__CHATBRIDGE_WS_URL__';\n"
+             . "const TOKEN = '__CHATBRIDGE_TOKEN__';\n");
+
+my $admin = 'sk-admin-0123456789abcdef';
+my %auth = (Authorization => "Bearer $admin");
+
+$t->start_sidecar('--state-dir', $dir, '--update-models', '1');
+$t->start_nginx(
+    location => "chatbridge_arena $dir;",
+    server => "
+        location /chatbridge/admin/ {
+            chatbridge_admin;
+            chatbridge_admin_key ops $admin;
+            chatbridge_arena $dir;
+        }
+        location /noadmin/ { chatbridge_admin; }
+        location = /chatbridge/chatbridge.user.js {
+            chatbridge_userscript $script;
+            chatbridge_browser_token ${\ $t->token };
+        }");
+
+# --- the userscript, with this bridge baked in
+
+my $r = $t->http(GET => '/chatbridge/chatbridge.user.js');
+is($r->{status}, 200, 'the userscript is served');
+like($r->{headers}{'content-type'}, qr{^text/javascript}, 'as JavaScript');
+is($r->{headers}{'cache-control'}, 'no-store', 'never cached (it holds the token)');
+like($r->{content}, qr{const WS = 'ws://127\.0\.0\.1:${\ $t->port }/chatbridge/ws';},
+     'the WebSocket URL from the request');
+like($r->{content}, qr{const TOKEN = '${\ $t->token }';}, 'and the token');
+unlike($r->{content}, qr/__CHATBRIDGE_/, 'no placeholder left');
+
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port)
+    or die;
+$s->syswrite("GET /chatbridge/chatbridge.user.js HTTP/1.0\r\n"
+             . "Host: evil'+alert(1)+'\r\n\r\n");
+my $raw = join '', <$s>;
+like($raw, qr{^HTTP/1\.1 400}, 'a Host that would break out of the string: 400');
+
+# --- admin keys
+
+$r = $t->http(POST => '/noadmin/capture', {});
+is($r->{status}, 403, 'no admin key configured: 403');
+is($t->decode($r->{content})->{error}{code}, 'admin_disabled', 'admin_disabled');
+
+$r = $t->http(POST => '/chatbridge/admin/capture', {},
+              { Authorization => 'Bearer sk-admin-wrong-0000000000' });
+is($r->{status}, 401, 'a wrong admin key: 401');
+
+$r = $t->http(GET => '/chatbridge/admin/capture', undef, \%auth);
+is($r->{status}, 405, 'GET: 405');
+
+$r = $t->http(POST => '/chatbridge/admin/capture', { mode => 'duel' }, \%auth);
+is($r->{status}, 400, 'a bad mode: 400');
+
+$r = $t->http(POST => '/chatbridge/admin/capture', {}, \%auth);
+is($r->{status}, 503, 'no tab that can capture: 503');
+is($t->decode($r->{content})->{error}{code}, 'no_capture_browser',
+   'no_capture_browser');
+
+# --- a tab that never sees the click: the capture times out
+
+my $slow = $t->start_browser('--id', 'slowpoke', '--kind', 'arena',
+                             '--capture', 'none');
+ok($t->wait_browsers(1), 'a tab that can capture');
+my $t0 = time;
+$r = $t->http(POST => '/chatbridge/admin/capture', { timeout => 1 }, \%auth);
+is($r->{status}, 504, 'no click within the timeout: 504');
+is($t->decode($r->{content})->{error}{code}, 'capture_timeout',
+   'capture_timeout');
+ok(time - $t0 < 4, sprintf('after about a second (%.1f s)', time - $t0));
+ok(ChatBridgeTest::wait_for(sub {
+       grep { ($_->{reason} // '') eq 'timeout' } $t->events('cancel') }, 2),
+   'the tab is told to disarm');
+$t->stop_browser($slow);
+
+# --- capture into a model's pool
+
+$t->start_browser('--id', 'tab', '--kind', 'arena', '--capture',
+                  'cap-s1:cap-m1',
+                  '--models', 'kept=0000-kept,new-model=1111-new,'
+                              . 'pix=2222-pix:image');
+ok(ChatBridgeTest::wait_for(sub {
+       my @b = @{ $t->status->{browsers} // [] };
+       @b == 1 && $b[0]{id} eq 'tab' && $b[0]{state} eq 'ready' }, 10),
+   'a tab that captures (and only it)');
+
+$r = $t->http(POST => '/chatbridge/admin/capture',
+              { model => 'gemini', mode => 'battle', target => 'B' }, \%auth);
+is($r->{status}, 200, 'capture for gemini: 200') or diag($r->{content});
+my $j = $t->decode($r->{content});
+is($j->{entry}{session_id}, 'cap-s1', 'the captured session');
+is($j->{entry}{mode}, 'battle', 'its mode');
+is($j->{entry}{battle_target}, 'B', 'its side');
+is($j->{written}, "$dir/model_endpoint_map.json", 'written to the map');
+ok($j->{applied}, 'and in force');
+
+my $map = slurp("$dir/model_endpoint_map.json");
+like($map, qr{// the gemini pool}, 'the map keeps its comment');
+my $m = $t->decode($map =~ s{//.*}{}gr);
+is($m->{gemini}{session_id}, 'cap-s1',
+   'a model mapped to one session gets it replaced');
+ok(!-e "$dir/model_endpoint_map.json.tmp.$$", 'no temp file left');
+
+$r = $t->http(POST => '/v1/chat/completions',
+              { model => 'gemini', messages => [{ role => 'user',
+                                                  content => 'x' }] });
+is($r->{status}, 200, 'the next request');
+my ($task) = reverse $t->events('task');
+is($task->{arena}{session_id}, 'cap-s1', 'uses the captured session, no reload');
+is($task->{arena}{battle_target}, 'b', 'on its side');
+
+# a pool gets the capture first, and keeps its other sessions
+put("$dir/model_endpoint_map.json", <<'JSON');
+{
+    "gemini": {"session_id": "cap-s1", "message_id": "cap-m1", "mode": "battle",
+               "battle_target": "B"},
+    // a pool
+    "claude": [{"session_id": "c1", "message_id": "cm1"},
+               {"session_id": "c2", "message_id": "cm2"}]
+}
+JSON
+$t->reload_nginx;
+sleep 1;
+$r = $t->http(POST => '/chatbridge/admin/capture', { model => 'claude' },
+              \%auth);
+is($r->{status}, 200, 'capture for a pool: 200');
+$m = $t->decode(slurp("$dir/model_endpoint_map.json") =~ s{//.*}{}gr);
+is_deeply([map { $_->{session_id} } @{ $m->{claude} }], ['cap-s1', 'c1', 'c2'],
+          'the pool gets it first and keeps the others');
+my %pool;
+for (1 .. 3) {
+    $t->http(POST => '/v1/chat/completions',
+             { model => 'claude', messages => [{ role => 'user',
+                                                 content => 'x' }] });
+    ($task) = reverse $t->events('task');
+    $pool{ $task->{arena}{session_id} }++;
+}
+is_deeply([sort keys %pool], ['c1', 'c2', 'cap-s1'],
+          'and the next requests take all three in turn, without a reload');
+
+# --- capture the global ids, with chatbridgectl
+
+my $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key $admin capture --mode direct_chat 2>&1`;
+is($?, 0, 'chatbridgectl capture exits 0') or diag($out);
+like($out, qr/Captured session_id cap-s1, message_id cap-m1 \(direct_chat\) for the global ids/,
+     'and says what it captured');
+like($out, qr/Written to \Q$dir\E\/config\.jsonc/, 'and where');
+
+my $cfg = slurp("$dir/config.jsonc");
+like($cfg, qr{// my settings: keep this comment}, 'config.jsonc keeps its comments');
+like($cfg, qr{"http://127\.0\.0\.1:5180/upload", // and this URL},
+     'and its URL with // in it');
+like($cfg, qr{"session_id": "cap-s1"}, 'the global session id is replaced');
+unlike($cfg, qr/YOUR_/, 'no placeholder left');
+
+$r = $t->http(POST => '/v1/chat/completions',
+              { model => 'unmapped', messages => [{ role => 'user',
+                                                    content => 'x' }] });
+is($r->{status}, 200, 'an unmapped model no longer gets 400 for placeholders');
+($task) = reverse $t->events('task');
+is($task->{arena}{session_id}, 'cap-s1', 'it has the captured global ids');
+
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key wrong-key-000000000000 capture 2>&1`;
+isnt($?, 0, 'chatbridgectl with a wrong key fails');
+like($out, qr/Incorrect API key/, 'saying why');
+
+# --- after a reload, the files carry the captures
+
+$t->reload_nginx;
+sleep 1;
+$r = $t->http(POST => '/v1/chat/completions',
+              { model => 'gemini', messages => [{ role => 'user',
+                                                  content => 'x' }] });
+($task) = reverse $t->events('task');
+is($task->{arena}{session_id}, 'cap-s1', 'after a reload the capture holds');
+
+# --- the model list, and models.json following it
+
+$r = $t->http(POST => '/chatbridge/admin/models', {}, \%auth);
+is($r->{status}, 200, "the models command: 200") or diag($r->{content});
+is($t->decode($r->{content})->{asked}, 1, 'one arena tab asked');
+
+ok(ChatBridgeTest::wait_for(sub {
+       slurp("$dir/models.json") =~ /new-model/ }, 3),
+   'models.json follows the page (--update-models)');
+my $models = $t->decode(slurp("$dir/models.json"));
+is($models->{'new-model'}, '1111-new', 'a new model with its id');
+is($models->{pix}, '2222-pix:image', 'an image model marked :image');
+ok(!exists $models->{'old-model'}, 'a model gone from the page is dropped');
+like($t->log('sidecar'),
+     qr/models\.json updated from browser tab: added new-model, pix; removed old-model; changed none/,
+     'and the difference is logged');
+
+my $list = $t->decode($t->http(GET => '/v1/models')->{content});
+ok((grep { $_->{id} eq 'new-model' } @{ $list->{data} }),
+   '/v1/models shows the page\'s models at once');
+
+$t->done;
+done_testing;
