@@ -7,8 +7,8 @@
  * session here: from the model's pool, round robin across all workers,
  * skipping sessions that recently answered 401 or 429, or the global ids.
  *
- * The round-robin counters, the cooldowns and the captures are in a small
- * nginx shared zone, touched only by nginx processes.  A capture is a
+ * The round-robin counters, the cooldowns and the captures are in the
+ * "chatbridge" shared zone (ngx_http_chatbridge_zone.c).  A capture is a
  * record {"gen", "model" and "pool", or "global"}; "gen" is the generation
  * of the newest configuration when it was made.  A worker uses the records
  * made at or after its own configuration was read: older ones are in the
@@ -17,52 +17,21 @@
  */
 
 
-#include <ngx_crc32.h>
-
 #include "ngx_http_chatbridge_module.h"
 
 
-#define NGX_HTTP_CHATBRIDGE_ARENA_ZONE      (2 * 1024 * 1024)
-#define NGX_HTTP_CHATBRIDGE_RR              1024
-#define NGX_HTTP_CHATBRIDGE_COOL            4096
-
-
 typedef struct {
-    ngx_atomic_t        rr[NGX_HTTP_CHATBRIDGE_RR];
-    ngx_atomic_t        version;            /* of the records */
-    ngx_atomic_t        generation;         /* of the newest configuration */
-    uint32_t            cool_key[NGX_HTTP_CHATBRIDGE_COOL];
-    ngx_msec_t          cool_until[NGX_HTTP_CHATBRIDGE_COOL];
-    u_char             *records;            /* JSON text in the slab */
-    size_t              records_len;
-} ngx_http_chatbridge_arena_sh_t;
-
-
-/* the zone as one configuration sees it */
-
-typedef struct {
-    ngx_http_chatbridge_arena_sh_t  *sh;
-    ngx_atomic_uint_t                generation;
-} ngx_http_chatbridge_arena_zone_t;
-
-
-typedef struct {
-    ngx_http_chatbridge_arena_sh_t  *sh;
-    ngx_slab_pool_t                 *shpool;
+    ngx_http_chatbridge_zone_t      *zone;
     cb_arena_entry_t                *pool;
     const char                      *model;
-    ngx_msec_t                       now;
+    ngx_msec_t                       wait;  /* the soonest back, if all rest */
 } ngx_http_chatbridge_cool_ctx_t;
 
 
-static ngx_int_t ngx_http_chatbridge_arena_init_zone(ngx_shm_zone_t *zone,
-    void *data);
 static void ngx_http_chatbridge_arena_cleanup(void *data);
 static uint32_t ngx_http_chatbridge_arena_key(const char *model,
     const char *session);
 static int ngx_http_chatbridge_arena_cooling(void *data, size_t i);
-static ngx_http_chatbridge_arena_sh_t *ngx_http_chatbridge_arena_sh(
-    ngx_http_request_t *r, ngx_slab_pool_t **shpool);
 
 
 char *
@@ -70,11 +39,10 @@ ngx_http_chatbridge_arena(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_chatbridge_loc_conf_t  *lcf = conf;
 
-    char                              err[1024];
-    ngx_str_t                        *value, dir, name;
-    cb_arena_t                       *a;
-    ngx_pool_cleanup_t               *cln;
-    ngx_http_chatbridge_main_conf_t  *mcf;
+    char                 err[1024];
+    ngx_str_t           *value, dir;
+    cb_arena_t          *a;
+    ngx_pool_cleanup_t  *cln;
 
     if (lcf->arena != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -113,24 +81,8 @@ ngx_http_chatbridge_arena(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* one zone for all locations: counters, cooldowns, live ids */
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chatbridge_module);
-
-    if (mcf->arena_zone == NULL) {
-        ngx_str_set(&name, "chatbridge_arena");
-
-        mcf->arena_zone = ngx_shared_memory_add(cf, &name,
-                                                NGX_HTTP_CHATBRIDGE_ARENA_ZONE,
-                                                &ngx_http_chatbridge_module);
-        if (mcf->arena_zone == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        mcf->arena_zone->init = ngx_http_chatbridge_arena_init_zone;
-        mcf->arena_zone->data = ngx_pcalloc(cf->pool,
-                                    sizeof(ngx_http_chatbridge_arena_zone_t));
-        if (mcf->arena_zone->data == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_chatbridge_zone_add(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -213,20 +165,16 @@ ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
     size_t                            n, uuid_len;
     json_t                           *live;
     uint64_t                          counter;
-    ngx_msec_t                        wait;
-    ngx_uint_t                        k;
     const char                       *uuid;
-    ngx_slab_pool_t                  *shpool;
     cb_arena_entry_t                  pool[CB_ARENA_POOL_MAX];
     cb_arena_session_t                s;
     ngx_http_chatbridge_ctx_t        *ctx;
-    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_http_chatbridge_zone_t       *z;
     ngx_http_chatbridge_cool_ctx_t    cc;
     ngx_http_chatbridge_loc_conf_t   *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
     ctx = part->ctx;
-    shpool = NULL;
 
     n = ngx_min(ctx->model.len, CB_MODEL_LEN);
     ngx_memcpy(model, ctx->model.data, n);
@@ -247,47 +195,31 @@ ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+    z = ngx_http_chatbridge_zone(r);
 
-    counter = sh ? ngx_atomic_fetch_add(&sh->rr[ngx_crc32_short(
-                                            (u_char *) model, ngx_strlen(model))
-                                        % NGX_HTTP_CHATBRIDGE_RR], 1)
-                 : 0;
+    counter = z ? ngx_http_chatbridge_zone_next(z, "arena", (u_char *) model,
+                                                ngx_strlen(model))
+                : 0;
 
-    cc.sh = sh;
-    cc.shpool = shpool;
+    cc.zone = z;
     cc.pool = pool;
     cc.model = model;
-    cc.now = ngx_current_msec;
+    cc.wait = lcf->arena_cooldown;
 
     i = cb_arena_pick(n, counter,
-                      sh ? ngx_http_chatbridge_arena_cooling : NULL, &cc);
+                      z ? ngx_http_chatbridge_arena_cooling : NULL, &cc);
 
     if (i < 0) {
 
         /* every session failed lately: say when the first one is back */
-
-        wait = lcf->arena_cooldown;
-
-        ngx_shmtx_lock(&shpool->mutex);
-
-        for (k = 0; k < NGX_HTTP_CHATBRIDGE_COOL; k++) {
-            if (sh->cool_until[k] > cc.now
-                && sh->cool_until[k] - cc.now < wait)
-            {
-                wait = sh->cool_until[k] - cc.now;
-            }
-        }
-
-        ngx_shmtx_unlock(&shpool->mutex);
 
         cb_err_set(err, 503, "sessions_cooling_down", "model",
                    "Every LMArena session for \"%.100s\" failed with 401 or "
                    "429 in the last %lu s; retry in %lu s, or capture "
                    "another session.", model,
                    (unsigned long) (lcf->arena_cooldown / 1000),
-                   (unsigned long) ((wait + 999) / 1000));
-        err->retry_after = (unsigned) ((wait + 999) / 1000);
+                   (unsigned long) ((cc.wait + 999) / 1000));
+        err->retry_after = (unsigned) ((cc.wait + 999) / 1000);
         return NGX_DECLINED;
     }
 
@@ -313,10 +245,8 @@ void
 ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
     ngx_http_chatbridge_part_t *part)
 {
-    ngx_msec_t                        until;
-    ngx_uint_t                        i, k, free;
-    ngx_slab_pool_t                  *shpool;
-    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_msec_t                        ms;
+    ngx_http_chatbridge_zone_t       *z;
     ngx_http_chatbridge_loc_conf_t   *lcf;
 
     if (part->cool_key == 0
@@ -326,49 +256,20 @@ ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
         return;
     }
 
-    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
-    if (sh == NULL) {
+    z = ngx_http_chatbridge_zone(r);
+    if (z == NULL) {
         return;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
 
-    until = ngx_current_msec
-            + ngx_max(lcf->arena_cooldown, (ngx_msec_t) part->retry_after
-                                           * 1000);
+    ms = ngx_max(lcf->arena_cooldown, (ngx_msec_t) part->retry_after * 1000);
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    free = NGX_HTTP_CHATBRIDGE_COOL;
-
-    for (k = 0; k < 64; k++) {
-        i = (part->cool_key + k) % NGX_HTTP_CHATBRIDGE_COOL;
-
-        if (sh->cool_key[i] == part->cool_key) {
-            free = i;
-            break;
-        }
-
-        if (free == NGX_HTTP_CHATBRIDGE_COOL
-            && (sh->cool_key[i] == 0 || sh->cool_until[i] < ngx_current_msec))
-        {
-            free = i;
-        }
-    }
-
-    if (free == NGX_HTTP_CHATBRIDGE_COOL) {
-        free = part->cool_key % NGX_HTTP_CHATBRIDGE_COOL;
-    }
-
-    sh->cool_key[free] = part->cool_key;
-    sh->cool_until[free] = until;
-
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_http_chatbridge_zone_cool(z, part->cool_key, ms);
 
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                   "chatbridge: an LMArena session of \"%V\" answered %ui; "
-                  "it rests for %M ms", &part->ctx->model, part->status,
-                  until - ngx_current_msec);
+                  "it rests for %M ms", &part->ctx->model, part->status, ms);
 }
 
 
@@ -380,23 +281,24 @@ ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
 json_t *
 ngx_http_chatbridge_arena_live(ngx_http_request_t *r)
 {
-    size_t                             i;
-    json_t                            *live, *records, *rec, *models;
-    json_error_t                       jerr;
-    ngx_slab_pool_t                   *shpool;
-    ngx_atomic_uint_t                  version;
-    ngx_http_chatbridge_arena_sh_t    *sh;
-    ngx_http_chatbridge_arena_zone_t  *z;
-    ngx_http_chatbridge_main_conf_t   *mcf;
+    size_t                            i;
+    json_t                           *live, *records, *rec, *models;
+    json_error_t                      jerr;
+    ngx_slab_pool_t                  *shpool;
+    ngx_atomic_uint_t                 version;
+    ngx_http_chatbridge_sh_t         *sh;
+    ngx_http_chatbridge_zone_t       *z;
+    ngx_http_chatbridge_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
-    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+    z = ngx_http_chatbridge_zone(r);
 
-    if (sh == NULL) {
+    if (z == NULL) {
         return NULL;
     }
 
-    z = mcf->arena_zone->data;
+    sh = z->sh;
+    shpool = z->shpool;
     version = sh->version;
 
     if (version == mcf->arena_version) {
@@ -467,15 +369,19 @@ ngx_http_chatbridge_arena_update(ngx_http_request_t *r, const char *model,
     json_error_t                      jerr;
     const char                       *sid, *other, *key;
     ngx_slab_pool_t                  *shpool;
-    ngx_http_chatbridge_arena_sh_t   *sh;
+    ngx_http_chatbridge_sh_t         *sh;
+    ngx_http_chatbridge_zone_t       *z;
     ngx_http_chatbridge_loc_conf_t   *lcf;
 
-    sh = ngx_http_chatbridge_arena_sh(r, &shpool);
+    z = ngx_http_chatbridge_zone(r);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
 
-    if (sh == NULL || lcf->arena == NULL) {
+    if (z == NULL || lcf->arena == NULL) {
         return NGX_DECLINED;
     }
+
+    sh = z->sh;
+    shpool = z->shpool;
 
     if (model == NULL) {
         rec = json_pack("{s:O}", "global", entry);
@@ -574,46 +480,6 @@ ngx_http_chatbridge_arena_update(ngx_http_request_t *r, const char *model,
 }
 
 
-static ngx_int_t
-ngx_http_chatbridge_arena_init_zone(ngx_shm_zone_t *zone, void *data)
-{
-    ngx_slab_pool_t                   *shpool;
-    ngx_http_chatbridge_arena_sh_t    *sh;
-    ngx_http_chatbridge_arena_zone_t  *z, *old;
-
-    z = zone->data;
-    old = data;
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-
-    if (old) {
-        sh = old->sh;       /* a reload: counters, cooldowns, captures stay */
-
-    } else if (zone->shm.exists) {
-        sh = shpool->data;
-
-    } else {
-        sh = ngx_slab_calloc(shpool, sizeof(ngx_http_chatbridge_arena_sh_t));
-        if (sh == NULL) {
-            return NGX_ERROR;
-        }
-
-        sh->version = 1;
-        shpool->data = sh;
-        shpool->log_ctx = (u_char *) " in chatbridge_arena zone";
-    }
-
-    z->sh = sh;
-
-    /* this configuration read the files now: captures before are in them */
-
-    ngx_shmtx_lock(&shpool->mutex);
-    z->generation = ++sh->generation;
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return NGX_OK;
-}
-
-
 static void
 ngx_http_chatbridge_arena_cleanup(void *data)
 {
@@ -621,19 +487,14 @@ ngx_http_chatbridge_arena_cleanup(void *data)
 }
 
 
-/* a session is named by its model and session id; never 0 */
+/* a session is named by its model and session id */
 
 static uint32_t
 ngx_http_chatbridge_arena_key(const char *model, const char *session)
 {
-    uint32_t  crc;
-
-    ngx_crc32_init(crc);
-    ngx_crc32_update(&crc, (u_char *) model, ngx_strlen(model) + 1);
-    ngx_crc32_update(&crc, (u_char *) session, ngx_strlen(session));
-    ngx_crc32_final(crc);
-
-    return crc ? crc : 1;
+    return ngx_http_chatbridge_zone_key("arena", (u_char *) model,
+                                        ngx_strlen(model), (u_char *) session,
+                                        ngx_strlen(session));
 }
 
 
@@ -642,9 +503,7 @@ ngx_http_chatbridge_arena_cooling(void *data, size_t i)
 {
     ngx_http_chatbridge_cool_ctx_t  *cc = data;
 
-    int          cooling;
-    uint32_t     key;
-    ngx_uint_t   k, j;
+    ngx_msec_t   left;
     const char  *sid;
 
     sid = cc->pool[i].session_id;
@@ -652,38 +511,12 @@ ngx_http_chatbridge_arena_cooling(void *data, size_t i)
         return 0;
     }
 
-    key = ngx_http_chatbridge_arena_key(cc->model, sid);
-    cooling = 0;
+    left = ngx_http_chatbridge_zone_cooling(cc->zone,
+               ngx_http_chatbridge_arena_key(cc->model, sid));
 
-    ngx_shmtx_lock(&cc->shpool->mutex);
-
-    for (k = 0; k < 64; k++) {
-        j = (key + k) % NGX_HTTP_CHATBRIDGE_COOL;
-
-        if (cc->sh->cool_key[j] == key) {
-            cooling = cc->sh->cool_until[j] > cc->now;
-            break;
-        }
+    if (left && left < cc->wait) {
+        cc->wait = left;
     }
 
-    ngx_shmtx_unlock(&cc->shpool->mutex);
-
-    return cooling;
-}
-
-
-static ngx_http_chatbridge_arena_sh_t *
-ngx_http_chatbridge_arena_sh(ngx_http_request_t *r, ngx_slab_pool_t **shpool)
-{
-    ngx_http_chatbridge_main_conf_t  *mcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
-
-    if (mcf->arena_zone == NULL || mcf->arena_zone->data == NULL) {
-        return NULL;
-    }
-
-    *shpool = (ngx_slab_pool_t *) mcf->arena_zone->shm.addr;
-
-    return ((ngx_http_chatbridge_arena_zone_t *) mcf->arena_zone->data)->sh;
+    return left != 0;
 }

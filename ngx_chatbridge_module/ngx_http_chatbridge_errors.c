@@ -6,6 +6,8 @@
  * ones nginx makes itself (413 from client_max_body_size, 429 or 503 from
  * limit_req and limit_conn, 500 ...): this filter swaps nginx's HTML page
  * for JSON, keeping the status.  Responses the module wrote are left alone.
+ * So are, in a location with an upstream key pool, the upstream's answers:
+ * there only nginx's own pages (502 when the upstream is down ...) change.
  */
 
 
@@ -81,7 +83,9 @@ ngx_http_chatbridge_error_header_filter(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
 
-    if (!lcf->enable) {
+    /* in an upstream key location, the upstream's own errors pass */
+
+    if (!lcf->enable && (lcf->upstream_pool == NULL || r->err_status == 0)) {
         return ngx_http_next_header_filter(r);
     }
 

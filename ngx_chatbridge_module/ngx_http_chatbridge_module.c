@@ -228,6 +228,20 @@ static ngx_command_t  ngx_http_chatbridge_commands[] = {
       offsetof(ngx_http_chatbridge_loc_conf_t, arena_cooldown),
       NULL },
 
+    { ngx_string("chatbridge_key_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_chatbridge_key_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chatbridge_upstream_key_pool"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_upstream_key_pool,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("chatbridge_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
       ngx_http_chatbridge_api_key,
@@ -545,6 +559,10 @@ ngx_http_chatbridge_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_chatbridge_keys_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_chatbridge_errors_init(cf);
 }
 
@@ -567,6 +585,13 @@ ngx_http_chatbridge_create_main_conf(ngx_conf_t *cf)
      */
 
     mcf->link_wait = NGX_CONF_UNSET_MSEC;
+
+    if (ngx_array_init(&mcf->key_pools, cf->pool, 2,
+                       sizeof(ngx_http_chatbridge_key_pool_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
 
     return mcf;
 }
@@ -667,6 +692,10 @@ ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->admin_keys, prev->admin_keys, NULL);
     ngx_conf_merge_str_value(conf->browser_token, prev->browser_token, "");
     ngx_conf_merge_str_value(conf->browser_ws_url, prev->browser_ws_url, "");
+
+    if (ngx_http_chatbridge_keys_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->idle_timeout == 0 || conf->total_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -59,12 +59,55 @@ typedef struct {
 } ngx_http_chatbridge_key_t;
 
 
+/* the "chatbridge" shared zone: ngx_http_chatbridge_zone.c */
+
+#define NGX_HTTP_CHATBRIDGE_RR              1024
+#define NGX_HTTP_CHATBRIDGE_COOL            4096
+
+typedef struct {
+    ngx_atomic_t                    rr[NGX_HTTP_CHATBRIDGE_RR];
+    ngx_atomic_t                    version;    /* of the records */
+    ngx_atomic_t                    generation; /* of the newest conf */
+    uint32_t                        cool_key[NGX_HTTP_CHATBRIDGE_COOL];
+    ngx_msec_t                      cool_until[NGX_HTTP_CHATBRIDGE_COOL];
+    u_char                         *records;    /* arena captures, JSON */
+    size_t                          records_len;
+} ngx_http_chatbridge_sh_t;
+
+
+/* the zone as one configuration sees it */
+
+typedef struct {
+    ngx_http_chatbridge_sh_t       *sh;
+    ngx_slab_pool_t                *shpool;
+    ngx_atomic_uint_t               generation;
+} ngx_http_chatbridge_zone_t;
+
+
+/* upstream key pools: ngx_http_chatbridge_keys.c */
+
+typedef struct {
+    ngx_str_t                       name;       /* a label, safe to log */
+    ngx_str_t                       key;
+    uint32_t                        cool_key;
+} ngx_http_chatbridge_upstream_key_t;
+
+
+typedef struct {
+    ngx_str_t                       name;
+    ngx_str_t                       file;
+    ngx_array_t                     keys;
+    ngx_msec_t                      cooldown;
+} ngx_http_chatbridge_key_pool_t;
+
+
 typedef struct {
     ngx_str_t                       sidecar;
     ngx_msec_t                      link_wait;
     ngx_int_t                       request_id_index;
     ngx_http_chatbridge_link_t     *link;
-    ngx_shm_zone_t                 *arena_zone;
+    ngx_shm_zone_t                 *zone;
+    ngx_array_t                     key_pools;
     json_t                         *arena_live;     /* this worker's copy */
     ngx_atomic_uint_t               arena_version;
 } ngx_http_chatbridge_main_conf_t;
@@ -94,6 +137,8 @@ typedef struct {
     ngx_str_t                       userscript; /* the file, read at start */
     ngx_str_t                       browser_token;
     ngx_str_t                       browser_ws_url;
+    ngx_str_t                       upstream_pool_name;
+    ngx_http_chatbridge_key_pool_t *upstream_pool;
 } ngx_http_chatbridge_loc_conf_t;
 
 
@@ -299,6 +344,34 @@ char *ngx_http_chatbridge_userscript(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_chatbridge_browser_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+
+
+/* ngx_http_chatbridge_zone.c */
+
+ngx_int_t ngx_http_chatbridge_zone_add(ngx_conf_t *cf);
+ngx_http_chatbridge_zone_t *ngx_http_chatbridge_zone(ngx_http_request_t *r);
+ngx_atomic_uint_t ngx_http_chatbridge_zone_next(ngx_http_chatbridge_zone_t *z,
+    const char *kind, u_char *name, size_t len);
+uint32_t ngx_http_chatbridge_zone_key(const char *kind, u_char *a,
+    size_t alen, u_char *b, size_t blen);
+ngx_msec_t ngx_http_chatbridge_zone_cooling(ngx_http_chatbridge_zone_t *z,
+    uint32_t key);
+void ngx_http_chatbridge_zone_cool(ngx_http_chatbridge_zone_t *z,
+    uint32_t key, ngx_msec_t ms);
+
+
+/* ngx_http_chatbridge_keys.c: upstream key pools */
+
+char *ngx_http_chatbridge_key_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_chatbridge_upstream_key_pool(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_chatbridge_keys_merge(ngx_conf_t *cf,
+    ngx_http_chatbridge_loc_conf_t *prev,
+    ngx_http_chatbridge_loc_conf_t *conf);
+ngx_int_t ngx_http_chatbridge_keys_init(ngx_conf_t *cf);
+ngx_http_chatbridge_upstream_key_t *ngx_http_chatbridge_keys_current(
+    ngx_http_request_t *r);
 
 
 /* ngx_http_chatbridge_variables.c */

@@ -20,6 +20,8 @@
 #define NGX_HTTP_CHATBRIDGE_VAR_FINISH          7
 #define NGX_HTTP_CHATBRIDGE_VAR_OUTCOME         8
 #define NGX_HTTP_CHATBRIDGE_VAR_USAGE_SOURCE    9
+#define NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_KEY    10
+#define NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_NAME   11
 
 
 static ngx_int_t ngx_http_chatbridge_variable(ngx_http_request_t *r,
@@ -62,6 +64,14 @@ static ngx_http_variable_t  ngx_http_chatbridge_vars[] = {
       ngx_http_chatbridge_variable, NGX_HTTP_CHATBRIDGE_VAR_USAGE_SOURCE,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("chatbridge_upstream_key"), NULL,
+      ngx_http_chatbridge_variable, NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_KEY,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("chatbridge_upstream_key_name"), NULL,
+      ngx_http_chatbridge_variable, NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_NAME,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -97,8 +107,24 @@ ngx_http_chatbridge_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     u_char                     *p;
-    ngx_str_t                   s;
-    ngx_http_chatbridge_ctx_t  *ctx;
+    ngx_str_t                            s;
+    ngx_http_chatbridge_ctx_t           *ctx;
+    ngx_http_chatbridge_upstream_key_t  *key;
+
+    if (data == NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_KEY
+        || data == NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_NAME)
+    {
+        key = ngx_http_chatbridge_keys_current(r);
+
+        if (key == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        s = (data == NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_KEY) ? key->key
+                                                           : key->name;
+        goto done;
+    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chatbridge_module);
 
@@ -177,6 +203,8 @@ ngx_http_chatbridge_variable(ngx_http_request_t *r,
             s.len = ngx_sprintf(p, "%uD", ctx->usage.completion_tokens) - p;
         }
     }
+
+done:
 
     if (s.len == 0) {
         v->not_found = 1;

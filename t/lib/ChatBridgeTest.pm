@@ -113,10 +113,56 @@ sub start_nginx {
     my ($self, %o) = @_;
 
     my $dir = $self->{dir};
+    my $workers = $o{workers} // 2;
+
+    $self->{conf} = $self->nginx_conf(%o);
+
+    open my $fh, '>', "$dir/nginx.conf" or die $!;
+    print $fh $self->{conf};
+    close $fh;
+
+    my $pid = $self->spawn('nginx', "$dir/nginx.out", $NGINX, '-p', $dir,
+                           '-c', "$dir/nginx.conf", '-e', "$dir/error.log");
+    $self->{nginx} = $pid;
+
+    wait_for(sub { my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                                 PeerPort => $self->{port});
+                   $s ? 1 : 0 }, 5)
+        or die "nginx did not start:\n" . $self->log('nginx.out')
+               . $self->log('error');
+
+    # the workers link to the sidecar right after they start
+    if ($self->{sidecar}) {
+        wait_for(sub { ($self->status->{link} // '') eq 'ready'
+                       && @{ $self->status->{workers} // [] } >= $workers },
+                 5);
+    }
+
+    return $pid;
+}
+
+# "nginx -t" of the configuration start_nginx would write for %o: returns
+# the exit code and what nginx said
+sub nginx_test {
+    my ($self, %o) = @_;
+
+    my $file = "$self->{dir}/test.conf";
+    open my $fh, '>', $file or die $!;
+    print $fh $self->nginx_conf(%o);
+    close $fh;
+
+    my $out = qx{$NGINX -t -p $self->{dir} -c $file -e $self->{dir}/test-error.log 2>&1};
+    return ($? >> 8, $out);
+}
+
+sub nginx_conf {
+    my ($self, %o) = @_;
+
+    my $dir = $self->{dir};
     my $user = $> == 0 ? 'user nobody nogroup;' : '';
     my $workers = $o{workers} // 2;
 
-    $self->{conf} = <<"CONF";
+    return <<"CONF";
 load_module $MODULE;
 $user
 worker_processes $workers;
@@ -166,29 +212,22 @@ http {
     }
 }
 CONF
+}
 
-    open my $fh, '>', "$dir/nginx.conf" or die $!;
-    print $fh $self->{conf};
-    close $fh;
+# the mock LLM upstream (t/lib/mock-llm.mjs): returns its port
+sub start_mock_llm {
+    my ($self, @args) = @_;
 
-    my $pid = $self->spawn('nginx', "$dir/nginx.out", $NGINX, '-p', $dir,
-                           '-c', "$dir/nginx.conf", '-e', "$dir/error.log");
-    $self->{nginx} = $pid;
+    my $port = free_port();
+    $self->spawn('mock-llm', "$self->{dir}/mock-llm.log", 'node',
+                 "$TOP/t/lib/mock-llm.mjs", '--port', $port, @args);
 
     wait_for(sub { my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                                 PeerPort => $self->{port});
-                   $s ? 1 : 0 }, 5)
-        or die "nginx did not start:\n" . $self->log('nginx.out')
-               . $self->log('error');
+                                                 PeerPort => $port);
+                   $s ? 1 : 0 }, 10)
+        or die "the mock LLM did not start:\n" . $self->log('mock-llm');
 
-    # the workers link to the sidecar right after they start
-    if ($self->{sidecar}) {
-        wait_for(sub { ($self->status->{link} // '') eq 'ready'
-                       && @{ $self->status->{workers} // [] } >= $workers },
-                 5);
-    }
-
-    return $pid;
+    return $port;
 }
 
 sub reload_nginx {
