@@ -332,6 +332,7 @@
    * The site's request body for a task: the whole conversation as a fresh
    * linear chain (new ids, each message's parent the one before), the last
    * message pending (image tasks: every message success), and the model.
+   * The site takes no sampling parameters: task.params is not used.
    * opts: { uuid() , now() } for tests.
    */
   function buildSiteBody(task, opts) {
@@ -858,6 +859,11 @@
       return classifyHttpError(response.status, headers, text, io.now ? io.now() : undefined);
     }
     if (isChallengePage('', headers)) return needsHumanError('(HTTP ' + response.status + ')');
+    if (response.redirected && /\/(log-?in|sign-?in|auth)\b/i.test(String(response.url || ''))) {
+      await discard(response);
+      return err('unauthorized', `LMArena sent the request to its login page (${clip(response.url, 200)}): `
+        + 'log in to LMArena in this browser.', { status: 401, retryable: false });
+    }
     if (/text\/html|application\/json/i.test(type)) {
       const text = await readBounded(response, LIMITS.maxErrorBodyBytes);
       if (isChallengePage(text, headers)) return needsHumanError(`(HTTP ${response.status})`);

@@ -22,7 +22,7 @@ const CHATBRIDGE_CONFIG = Object.freeze({
   debug: false,                      // true: log to the console
   concurrency: 6,                    // tasks this tab runs at once
   probeIntervalMs: 3000,             // while a verification page is up: how often to look again
-  captureTimeoutMs: 600000,          // an armed capture gives up after this long
+  captureTimeoutMs: 600000,          // an armed capture gives up after this long (unless told sooner)
 });
 // ==/ChatbridgeConfig==
 
@@ -178,10 +178,13 @@ const CHATBRIDGE_CONFIG = Object.freeze({
     if (typeof a.model === 'string' && a.model) args.model = a.model;
     if (a.mode === 'direct_chat' || a.mode === 'battle') args.mode = a.mode;
     if (typeof a.target === 'string' && /^[ab]$/i.test(a.target)) args.target = a.target.toUpperCase();
+    // the operator's timeout when the command says it (seconds), else the longest one allowed
+    const secs = Number.isInteger(a.timeout) && a.timeout > 0 ? a.timeout : 0;
+    const ms = secs ? Math.min(secs * 1000, config.captureTimeoutMs) : config.captureTimeoutMs;
     tab.capture = {
       commandId: frame.command_id,
       args,
-      timer: setTimeout(() => disarmCapture('nothing was captured in time'), config.captureTimeoutMs),
+      timer: setTimeout(() => disarmCapture('nothing was captured in time'), ms),
     };
     log('info', 'capture armed: click Retry on the answer whose ids you want');
     applyTitle();
@@ -253,8 +256,13 @@ const CHATBRIDGE_CONFIG = Object.freeze({
       client.sendError(id, 'needs_human', tab.human.message, { status: 503, retryable: true, retryAfter: 30 });
       return;
     }
-    const outcome = await D.runTask(task, tracked, taskIo(id));
-    log('debug', `task ${id}: ${outcome}`);
+    try {
+      const outcome = await D.runTask(task, tracked, taskIo(id));
+      log('debug', `task ${id}: ${outcome}`);
+    } finally {
+      // done/error end the tracker's entry; a cancelled task's entry is ours to end
+      if (tracker.get(id) === tracked) tracker.end(id);
+    }
   }
 
   // ── the connection ──
@@ -291,6 +299,7 @@ const CHATBRIDGE_CONFIG = Object.freeze({
     }
   }
 
+  const tracker = new P.TaskTracker();
   const client = new P.BridgeClient({
     url: config.wsUrl,
     token: config.token,
@@ -299,7 +308,7 @@ const CHATBRIDGE_CONFIG = Object.freeze({
     name: location.host.slice(0, 128),
     agent: `chatbridge-userscript/${VERSION}`,
     capabilities: { concurrency: config.concurrency, images: true, capture: true, any_model: true, models: [] },
-    tracker: new P.TaskTracker(),
+    tracker,
     log,
     onTask,
     onCommand,
