@@ -659,6 +659,7 @@ ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_chatbridge_loc_conf_t  *prev = parent;
     ngx_http_chatbridge_loc_conf_t  *conf = child;
 
+    char                      *error;
     ngx_http_core_loc_conf_t  *clcf;
 
     /* LMArena Bridge's files fill in what the directives leave unset */
@@ -692,6 +693,30 @@ ngx_http_chatbridge_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->admin_keys, prev->admin_keys, NULL);
     ngx_conf_merge_str_value(conf->browser_token, prev->browser_token, "");
     ngx_conf_merge_str_value(conf->browser_ws_url, prev->browser_ws_url, "");
+
+    if (conf->userscript.data && conf->browser_token.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chatbridge_userscript\" needs "
+                           "\"chatbridge_browser_token\" or "
+                           "\"chatbridge_browser_token_file\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->userscript.data) {
+        error = ngx_http_chatbridge_userscript_check(&conf->browser_token);
+
+        if (error == NULL) {
+            error = ngx_http_chatbridge_userscript_check(
+                                                      &conf->browser_ws_url);
+        }
+
+        if (error) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the browser token or WebSocket URL %s",
+                               error);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (ngx_http_chatbridge_keys_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

@@ -135,6 +135,8 @@ typedef struct {
     ngx_msec_t                      arena_cooldown;
     ngx_array_t                    *admin_keys; /* ngx_http_chatbridge_key_t */
     ngx_str_t                       userscript; /* the file, read at start */
+    ngx_uint_t                      userscript_urls;    /* placeholders */
+    ngx_uint_t                      userscript_tokens;
     ngx_str_t                       browser_token;
     ngx_str_t                       browser_ws_url;
     ngx_str_t                       upstream_pool_name;
@@ -344,6 +346,7 @@ char *ngx_http_chatbridge_userscript(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_chatbridge_browser_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+char *ngx_http_chatbridge_userscript_check(ngx_str_t *value);
 
 
 /* ngx_http_chatbridge_zone.c */

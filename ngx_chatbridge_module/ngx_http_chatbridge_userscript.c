@@ -25,6 +25,7 @@ static ngx_int_t ngx_http_chatbridge_userscript_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_chatbridge_userscript_ws_url(ngx_http_request_t *r,
     ngx_str_t *url);
+static ngx_uint_t ngx_http_chatbridge_count(ngx_str_t *text, char *what);
 
 
 char *
@@ -50,13 +51,14 @@ ngx_http_chatbridge_userscript(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_strnstr(lcf->userscript.data,
-                    NGX_HTTP_CHATBRIDGE_WS_PLACEHOLDER, lcf->userscript.len)
-        == NULL
-        || ngx_strnstr(lcf->userscript.data,
-                       NGX_HTTP_CHATBRIDGE_TOKEN_PLACEHOLDER,
-                       lcf->userscript.len) == NULL)
-    {
+    /* the answer's size depends on how often each one appears */
+
+    lcf->userscript_urls = ngx_http_chatbridge_count(&lcf->userscript,
+                                       NGX_HTTP_CHATBRIDGE_WS_PLACEHOLDER);
+    lcf->userscript_tokens = ngx_http_chatbridge_count(&lcf->userscript,
+                                       NGX_HTTP_CHATBRIDGE_TOKEN_PLACEHOLDER);
+
+    if (lcf->userscript_urls == 0 || lcf->userscript_tokens == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" has no " NGX_HTTP_CHATBRIDGE_WS_PLACEHOLDER
                            " or " NGX_HTTP_CHATBRIDGE_TOKEN_PLACEHOLDER
@@ -118,7 +120,7 @@ static ngx_int_t
 ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
 {
     u_char                          *p, *s, *end, *hit;
-    size_t                           len;
+    size_t                           len, size;
     ngx_int_t                        rc;
     ngx_str_t                        url, token;
     ngx_table_elt_t                 *h;
@@ -141,7 +143,9 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
 
     token = lcf->browser_token;
 
-    len = lcf->userscript.len + url.len + token.len;
+    len = lcf->userscript.len
+          + lcf->userscript_urls * url.len
+          + lcf->userscript_tokens * token.len;
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -150,6 +154,7 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
 
     /* copy, replacing each placeholder wherever it appears */
 
+    size = len;
     s = lcf->userscript.data;
     end = s + lcf->userscript.len;
     len = 0;
@@ -163,6 +168,10 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
                            sizeof(NGX_HTTP_CHATBRIDGE_WS_PLACEHOLDER) - 1)
                == 0)
         {
+            if (len + url.len > size) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
             ngx_memcpy(p + len, url.data, url.len);
             len += url.len;
             s += sizeof(NGX_HTTP_CHATBRIDGE_WS_PLACEHOLDER) - 1;
@@ -175,10 +184,18 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
                            sizeof(NGX_HTTP_CHATBRIDGE_TOKEN_PLACEHOLDER) - 1)
                == 0)
         {
+            if (len + token.len > size) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
             ngx_memcpy(p + len, token.data, token.len);
             len += token.len;
             s += sizeof(NGX_HTTP_CHATBRIDGE_TOKEN_PLACEHOLDER) - 1;
             continue;
+        }
+
+        if (len == size) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         p[len++] = *s++;
@@ -206,6 +223,59 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_chatbridge_send_body(r, p, len);
+}
+
+
+/*
+ * A value that goes into the script's single-quoted strings: printable
+ * ASCII without quotes, backslashes, angle brackets or spaces.  NULL if it
+ * fits, else what is wrong.
+ */
+
+char *
+ngx_http_chatbridge_userscript_check(ngx_str_t *value)
+{
+    u_char  *p;
+
+    for (p = value->data; p < value->data + value->len; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '\'' || *p == '"'
+            || *p == '\\' || *p == '<' || *p == '>' || *p == '`')
+        {
+            return "holds a character that cannot go into the userscript "
+                   "(a space, a quote, a backslash, an angle bracket or a "
+                   "character outside printable ASCII)";
+        }
+    }
+
+    return NULL;
+}
+
+
+/* matched as the handler matches them: NUL bytes are text like any other */
+
+static ngx_uint_t
+ngx_http_chatbridge_count(ngx_str_t *text, char *what)
+{
+    u_char      *p, *end;
+    size_t       len;
+    ngx_uint_t   n;
+
+    p = text->data;
+    end = text->data + text->len;
+    len = ngx_strlen(what);
+    n = 0;
+
+    while (p < end) {
+        if ((size_t) (end - p) >= len && ngx_memcmp(p, what, len) == 0) {
+            n++;
+            p += len;
+            continue;
+        }
+
+        p++;
+    }
+
+    return n;
 }
 
 

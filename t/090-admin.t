@@ -47,7 +47,9 @@ JSON
 my $script = $t->dir . '/chatbridge.user.js';
 put($script, "// ==UserScript==\n// \@name test\n// ==/UserScript==\n"
              . "const WS = '__CHATBRIDGE_WS_URL__';\n"
-             . "const TOKEN = '__CHATBRIDGE_TOKEN__';\n");
+             . "const TOKEN = '__CHATBRIDGE_TOKEN__';\n"
+             . "// again: '__CHATBRIDGE_WS_URL__' '__CHATBRIDGE_TOKEN__'"
+             . " '__CHATBRIDGE_WS_URL__'\n");
 
 my $admin = 'sk-admin-0123456789abcdef';
 my %auth = (Authorization => "Bearer $admin");
@@ -84,6 +86,33 @@ $s->syswrite("GET /chatbridge/chatbridge.user.js HTTP/1.0\r\n"
              . "Host: evil'+alert(1)+'\r\n\r\n");
 my $raw = join '', <$s>;
 like($raw, qr{^HTTP/1\.1 400}, 'a Host that would break out of the string: 400');
+
+# every placeholder is replaced, however often it appears and however long
+# the Host is: the answer is sized for all of them
+my $host = ('a' x 4000) . '.example';
+$s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port)
+    or die;
+$s->syswrite("GET /chatbridge/chatbridge.user.js HTTP/1.0\r\nHost: $host\r\n\r\n");
+$raw = join '', <$s>;
+my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+like($head, qr{^HTTP/1\.1 200}, 'a 4 KB Host: 200');
+my $ws = "ws://$host/chatbridge/ws";
+my $want = "// ==UserScript==\n// \@name test\n// ==/UserScript==\n"
+           . "const WS = '$ws';\nconst TOKEN = '${\ $t->token }';\n"
+           . "// again: '$ws' '${\ $t->token }' '$ws'\n";
+ok(defined $body && $body eq $want, 'three URLs and two tokens, all in place');
+
+# the token and the URL go into the script's strings: nothing that could
+# break out of them is accepted
+for my $bad ("tok'en", 'tok\\en', 'tok<en') {
+    my ($rc, $out) = $t->nginx_test(server => "location /u.js {
+        chatbridge_userscript $script; chatbridge_browser_token \"$bad\"; }");
+    isnt($rc, 0, "a token with $bad is refused");
+    like($out, qr/cannot go into the userscript/, 'saying why') or diag($out);
+}
+my ($rc, $out) = $t->nginx_test(server => "location /u.js {
+    chatbridge_userscript $script; }");
+like($out, qr/needs "chatbridge_browser_token"/, 'a userscript needs a token');
 
 # --- admin keys
 
