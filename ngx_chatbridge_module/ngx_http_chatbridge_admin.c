@@ -402,6 +402,11 @@ ngx_http_chatbridge_admin_capture(ngx_http_request_t *r,
     json_object_set_new(args, "mode", json_string(m ? m : "direct_chat"));
     json_object_set_new(args, "target",
                         json_string((t && (t[0] | 0x20) == 'b') ? "B" : "A"));
+
+    /* the tab disarms by itself when nobody is waiting any more */
+    json_object_set_new(args, "timeout",
+                        json_integer((json_int_t) (ctx->timeout / 1000)));
+
     json_object_set_new(task, "args", args);
 
     return NGX_OK;

@@ -318,10 +318,14 @@
       return this._tasks.get(requestId);
     }
 
-    /** Abort the task's controller and mark it cancelled; false if unknown. */
+    /**
+     * Abort the task's controller, mark it cancelled and stop tracking it
+     * (its runner may still call end(): that is harmless); false if unknown.
+     */
     cancel(requestId, reason) {
       const task = this._tasks.get(requestId);
       if (!task) return false;
+      this._tasks.delete(requestId);
       if (!task.cancelled) {
         task.cancelled = true;
         try { task.controller.abort(reason); } catch (_) { /* listeners' errors are not ours */ }
@@ -414,10 +418,15 @@
       };
       this._backoff = Object.assign({}, DEFAULT_BACKOFF, opts.backoff || {});
       this._random = opts.random || Math.random;
-      const st = opts.setTimeout || globalThis.setTimeout;
-      const ct = opts.clearTimeout || globalThis.clearTimeout;
-      this._setTimeout = (fn, ms) => st.call(globalThis, fn, ms);
-      this._clearTimeout = (h) => ct.call(globalThis, h);
+      // called plainly: a browser's setTimeout throws "Illegal invocation"
+      // when its `this` is not the Window (a userscript's private global)
+      const st = opts.setTimeout;
+      const ct = opts.clearTimeout;
+      this._setTimeout = st ? (fn, ms) => st(fn, ms) : (fn, ms) => setTimeout(fn, ms);
+      this._clearTimeout = ct ? (h) => ct(h) : (h) => clearTimeout(h);
+      // close codes after which reconnecting cannot help (a wrong token)
+      const codes = (opts.spec && opts.spec.close_codes) || { 4401: { retry: false }, 4403: { retry: false } };
+      this._noRetry = new Set(Object.keys(codes).filter((c) => codes[c].retry === false).map(Number));
       this._log = opts.log || noop;
       this._defaultHeartbeatMs = opts.heartbeatMs || limits.heartbeat_interval_ms;
       this._deadAfterMs = opts.deadAfterMs;
@@ -439,7 +448,11 @@
       this._resetSession();
     }
 
-    /** 'connecting' | 'open' (hello sent) | 'ready' (welcome received) | 'closed'. */
+    /**
+     * 'connecting' | 'open' (hello sent) | 'ready' (welcome received) |
+     * 'closed' | 'refused' (a close code the spec marks retry: false; start()
+     * again after fixing the token or origin).
+     */
     get readyState() { return this._state; }
     get browserId() { return this._browserId; }
     get heartbeatMs() { return this._heartbeatMs; }
@@ -815,6 +828,13 @@
       this._openRequests.clear();
       if (this.tracker && this.cancelOnClose) this.tracker.cancelAll('connection_lost');
       this._log('info', `connection closed${info && info.code ? ' (' + info.code + ')' : ''}`);
+      if (info && this._noRetry.has(info.code)) {
+        // the bridge refused this client: retrying would be refused again
+        this._running = false;
+        this._log('error', `the bridge refused this client (${info.code}${info.reason ? ': ' + info.reason : ''}); not reconnecting`);
+        this._setState('refused', info);
+        return;
+      }
       this._setState('closed', info);
       this._scheduleReconnect();
     }

@@ -346,11 +346,17 @@ test('TaskTracker: pause/resume/cancel per task', async () => {
   assert.equal(b.signal, b.controller.signal);
   assert.equal(a.controller.signal.aborted, false);
   assert.equal(tr.cancel('nope'), false);
+  assert.equal(tr.get('b'), undefined, 'a cancelled task is no longer tracked');
+  assert.equal(tr.size, 1);
+  assert.equal(tr.end('b'), false, 'its runner ending it later is harmless');
 
   assert.equal(tr.end('a'), true);
   assert.equal(tr.get('a'), undefined);
-  assert.equal(tr.size, 1);
-  tr.end('b');
+  assert.equal(tr.size, 0);
+
+  // a lost connection leaves nothing behind
+  for (const id of ['x', 'y', 'z']) tr.begin(id);
+  tr.cancelAll('connection_lost');
   assert.equal(tr.size, 0);
 });
 
@@ -662,6 +668,43 @@ test('a refused connection schedules exactly one retry per attempt', T, async ()
   await sleep(100);
   assert.equal(constructed, 3, 'no reconnect after stop()');
   assert.equal(c.client.readyState, 'closed');
+});
+
+for (const code of [4401, 4403]) {
+  test(`close ${code} (retry: false in the spec): no reconnect, state refused`, T, async () => {
+    const tracker = new TaskTracker();
+    await withPair({ tracker, backoff: { initialMs: 10, maxMs: 10, factor: 2, jitter: 0 } }, async (server, c) => {
+      const conn = await server.nextConnection();
+      assert.equal((await conn.next(2000, 'hello')).type, 'hello');
+      tracker.begin('t1');
+      conn.ws.close(code, 'no');
+      await c.waitState('refused');
+      await sleep(150);                                     // 15 backoff periods
+      assert.equal(server.connectionCount, 1, 'never reconnected');
+      assert.equal(tracker.size, 0, 'its work was cancelled');
+      c.client.start();                                     // after a fix: again
+      const again = await server.nextConnection(2000);
+      assert.equal((await again.next(2000, 'hello')).type, 'hello');
+    });
+  });
+}
+
+test('timers are called plainly: a setTimeout that rejects a foreign `this` works', T, async () => {
+  // a browser's setTimeout throws "Illegal invocation" unless `this` is the
+  // Window or undefined; a userscript's private global is neither
+  const strict = (fn, ms) => {
+    'use strict';
+    return setTimeout(fn, ms);
+  };
+  let bad = 0;
+  const picky = function (fn, ms) {
+    if (this !== undefined) bad++;
+    return strict(fn, ms);
+  };
+  await withPair({ setTimeout: picky, clearTimeout: (h) => clearTimeout(h) }, async (server, c) => {
+    await handshake(server, c);
+    assert.equal(bad, 0, 'setTimeout never got a `this`');
+  });
 });
 
 test('a silent server is dropped after the dead timeout and the client reconnects', T, async () => {

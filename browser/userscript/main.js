@@ -178,9 +178,10 @@ const CHATBRIDGE_CONFIG = Object.freeze({
     if (typeof a.model === 'string' && a.model) args.model = a.model;
     if (a.mode === 'direct_chat' || a.mode === 'battle') args.mode = a.mode;
     if (typeof a.target === 'string' && /^[ab]$/i.test(a.target)) args.target = a.target.toUpperCase();
-    // the operator's timeout when the command says it (seconds), else the longest one allowed
+    // the bridge cancels the command when its timeout (seconds) ends; this
+    // timer, a little later, only covers a cancel that never arrives
     const secs = Number.isInteger(a.timeout) && a.timeout > 0 ? a.timeout : 0;
-    const ms = secs ? Math.min(secs * 1000, config.captureTimeoutMs) : config.captureTimeoutMs;
+    const ms = secs ? Math.min(secs * 1000 + 5000, config.captureTimeoutMs) : config.captureTimeoutMs;
     tab.capture = {
       commandId: frame.command_id,
       args,
@@ -273,7 +274,7 @@ const CHATBRIDGE_CONFIG = Object.freeze({
       if (tab.models.length) client.sendModels(tab.models);
       if (tab.human) client.sendState('needs_human', tab.human.message);
     }
-    if (state === 'closed') {
+    if (state === 'closed' || state === 'refused') {
       disarmCapture(null);                                       // the command died with the connection
       const fatal = info && CLOSE_FATAL[info.code];
       if (fatal && !tab.stopped) {
@@ -312,6 +313,10 @@ const CHATBRIDGE_CONFIG = Object.freeze({
     log,
     onTask,
     onCommand,
+    // the bridge gave up a capture (its timeout): a cancel names the command
+    onCancel: (f) => {
+      if (tab.capture && tab.capture.commandId === f.request_id) disarmCapture(null);
+    },
     onState,
     onError: (f) => log('warn', `the bridge refused a frame: ${f.code} ${f.message}`),
     onProtocolError: (info) => log('warn', `protocol error: ${info.error} ${info.message || ''}`),

@@ -900,6 +900,21 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
     assert.equal(JSON.stringify(map['sim-battle']).includes(PAGE_SESSION), true, JSON.stringify(map));
   });
 
+  test('[arena] a capture nobody completes: 504 after its timeout, and the tab disarms', async () => {
+    needArena();
+    assert.ok(adminKey, 'no chatbridge_admin location with a key');
+    const pending = fetch(`${b.url}/chatbridge/admin/capture`, { method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
+      body: JSON.stringify({ timeout: 2 }) });
+    await waitTitle(tabA.page, /^🎯 /);
+    const res = await pending;
+    const j = await res.json();
+    assert.equal(res.status, 504, JSON.stringify(j));
+    assert.equal(j.error.code, 'capture_timeout');
+    // the tab does not stay armed for the next person's click
+    await waitTitle(tabA.page, /^✅ LMArena/, 1500);
+  });
+
   test('POST /chatbridge/admin/models: the tab sends its list again', async () => {
     assert.ok(adminKey, 'waiting for the server side: no chatbridge_admin location with a key');
     const res = await fetch(`${b.url}/chatbridge/admin/models`, { method: 'POST',
@@ -978,6 +993,8 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
       extraTabs.push(tabC);
       tabs.push(tabC);
     }
+    // every live tab is connected (the status may still count the closed one)
+    for (const t of tabs.filter((x) => !x.page.isClosed())) await waitTitle(t.page, /✅/);
     await b.waitBrowsers(2);
     const t2 = tag();
     const asking = client.chat.completions.create({ model: 'sim-chat',
