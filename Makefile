@@ -43,10 +43,10 @@ UNIT_TESTS   = $(BUILD)/tests/cb_shm_test $(BUILD)/tests/cb_json_test \
                $(BUILD)/tests/cb_openai_test $(BUILD)/tests/cb_jsonc_test \
                $(BUILD)/tests/cb_arena_test $(BUILD)/tests/frames_test
 
-.PHONY: all module sidecar run test unit prove node-tests browser-tests \
+.PHONY: all module sidecar userscript run test unit prove node-tests browser-tests \
         bench lint clean deps deps-test
 
-all: module sidecar
+all: module sidecar userscript
 
 deps:
 	@util/deps.sh run
@@ -62,6 +62,17 @@ $(BUILD)/nginx/Makefile: config
 module: $(BUILD)/nginx/Makefile
 	@$(MAKE) --no-print-directory -f $(abspath $(BUILD)/nginx/Makefile) \
 	    -C $(NGINX_SRC) modules
+
+# --- the LMArena userscript, as nginx serves it (chatbridge_userscript)
+
+USERSCRIPT   = $(BUILD)/chatbridge.user.js
+
+userscript: $(USERSCRIPT)
+
+$(USERSCRIPT): $(wildcard browser/userscript/*.js) browser/common/cb-protocol.js \
+               browser/userscript/build.sh
+	@mkdir -p $(dir $@)
+	browser/userscript/build.sh $@
 
 # --- the sidecar
 

@@ -16,6 +16,14 @@ use Time::HiRes qw(time sleep);
 my $rt = tempdir('cbrun-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $port = ChatBridgeTest::free_port();
 
+# the user copied LMArena Bridge's config.jsonc into run/arena/
+mkdir "$rt/arena";
+open my $cfg, '>', "$rt/arena/config.jsonc" or die;
+print $cfg qq({\n  // mine\n  "session_id": "s-1", "message_id": "m-1",\n)
+           . qq(  "api_key": "sk-from-the-arena-file",\n}\n);
+close $cfg;
+my %key = (Authorization => 'Bearer sk-from-the-arena-file');
+
 pipe(my $r, my $w) or die;
 my $pid = fork();
 if ($pid == 0) {
@@ -43,12 +51,40 @@ like($out, qr{Browser WebSocket\s+ws://127\.0\.0\.1:$port/chatbridge/ws},
      'prints the browser WebSocket URL');
 like($out, qr{Status\s+http://127\.0\.0\.1:$port/chatbridge/status},
      'prints the status URL');
+like($out, qr{Userscript\s+http://127\.0\.0\.1:$port/chatbridge/chatbridge\.user\.js},
+     'prints the userscript URL');
+like($out, qr{LMArena files\s+\Q$rt\E/arena \(chatbridge_arena\)},
+     'and that it uses the LMArena files it found');
 my ($token) = $out =~ /Browser token\s+(\S+)/;
 ok($token && length $token >= 16, 'and the browser token');
 
 my $ua = HTTP::Tiny->new(timeout => 5);
-is($ua->get("http://127.0.0.1:$port/v1/models")->{status}, 200,
-   'it serves /v1/models');
+is($ua->get("http://127.0.0.1:$port/v1/models")->{status}, 401,
+   "config.jsonc's api_key is in force");
+is($ua->get("http://127.0.0.1:$port/v1/models", { headers => \%key })->{status},
+   200, 'it serves /v1/models');
+
+# the userscript, one click to install, with this bridge baked in
+my $us = $ua->get("http://127.0.0.1:$port/chatbridge/chatbridge.user.js");
+is($us->{status}, 200, 'the userscript is served');
+like($us->{content}, qr{^// ==UserScript==}, 'a userscript');
+like($us->{content}, qr{ws://127\.0\.0\.1:$port/chatbridge/ws}, 'with the WebSocket URL');
+unlike($us->{content}, qr/__CHATBRIDGE_/, 'and no placeholder left');
+
+# operator commands with the key make run wrote
+my $admin = do { local @ARGV = "$rt/admin-key"; <> } // '';
+chomp $admin;
+ok(length $admin >= 32, 'an admin key in run/admin-key');
+is((stat "$rt/admin-key")[2] & 077, 0, 'readable by its owner only');
+is((stat "$rt/nginx.conf")[2] & 077, 0, 'as is the generated nginx.conf');
+is($ua->post("http://127.0.0.1:$port/chatbridge/admin/capture")->{status},
+   401, 'no admin key: 401');
+my $cap = $ua->post("http://127.0.0.1:$port/chatbridge/admin/capture", {
+    headers => { Authorization => "Bearer $admin",
+                 'Content-Type' => 'application/json' },
+    content => '{"timeout": 1}' });
+is($cap->{status}, 503, 'with it: no tab to capture in yet (503)');
+like($cap->{content}, qr/no_capture_browser/, 'says so');
 
 my $st = $ua->get("http://127.0.0.1:$port/chatbridge/status");
 like($st->{content}, qr/"link":"ready"/, 'nginx is linked to the sidecar');
@@ -64,7 +100,7 @@ ok(ChatBridgeTest::wait_for(sub {
            =~ /"state":"ready"/ }, 10), 'a browser connects with that token');
 
 my $res = $ua->post("http://127.0.0.1:$port/v1/chat/completions", {
-    headers => { 'Content-Type' => 'application/json' },
+    headers => { 'Content-Type' => 'application/json', %key },
     content => '{"model":"x","messages":[{"role":"user","content":"hi"}]}' });
 is($res->{status}, 200, 'a chat completion works');
 like($res->{content}, qr/"content":"echo: hi"/, 'with the answer');

@@ -26,6 +26,26 @@ if [ ! -s "$rt/token" ]; then
 fi
 token=$(cat "$rt/token")
 
+# and one key for operator commands (bin/chatbridgectl reads it from here)
+if [ ! -s "$rt/admin-key" ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' \
+        > "$rt/admin-key")
+fi
+admin_key=$(cat "$rt/admin-key")
+
+# LMArena Bridge's files, when the user copied them in: ARENA=dir, or
+# run/arena/ (config.jsonc, and models.json, model_endpoint_map.json)
+arena_dir=${ARENA:-$rt/arena}
+arena_line=""
+arena_args=()
+if [ -f "$arena_dir/config.jsonc" ]; then
+    arena_dir=$(cd "$arena_dir" && pwd)
+    arena_line="chatbridge_arena $arena_dir;"
+    arena_args=(--state-dir "$arena_dir")
+fi
+
+userscript=$top/build/chatbridge.user.js
+
 # as root, nginx workers run as nobody: give them the sockets' group
 user_line=""
 group_args=()
@@ -39,9 +59,13 @@ if [ -n "${API_KEY:-}" ]; then
     keys="chatbridge_api_key default $API_KEY;"
 fi
 
-sed -e "s|@MODULE@|$module|g" -e "s|@RUNTIME@|$rt|g" -e "s|@PORT@|$port|g" \
-    -e "s|@USER@|$user_line|g" -e "s|@API_KEYS@|$keys|g" \
-    "$top/nginx-conf/local.conf" > "$rt/nginx.conf"
+# the generated configuration holds the admin key: for our eyes only
+(umask 077
+ sed -e "s|@MODULE@|$module|g" -e "s|@RUNTIME@|$rt|g" -e "s|@PORT@|$port|g" \
+     -e "s|@USER@|$user_line|g" -e "s|@API_KEYS@|$keys|g" \
+     -e "s|@ARENA@|$arena_line|g" -e "s|@USERSCRIPT@|$userscript|g" \
+     -e "s|@ADMIN_KEY@|$admin_key|g" \
+     "$top/nginx-conf/local.conf" > "$rt/nginx.conf")
 
 if ! /usr/sbin/nginx -t -q -p "$rt" -c "$rt/nginx.conf" -e stderr; then
     echo "make run: the generated nginx configuration does not pass" \
@@ -62,7 +86,7 @@ stop() {
 trap stop INT TERM EXIT
 
 "$sidecar" --control "$rt/sidecar.sock" --listen "unix:$rt/ws.sock" \
-    --token-file "$rt/token" "${group_args[@]}" \
+    --token-file "$rt/token" "${group_args[@]}" "${arena_args[@]}" \
     2>> "$rt/logs/sidecar.log" &
 pids+=($!)
 echo "$!" > "$rt/sidecar.pid"
@@ -92,6 +116,12 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
+if [ -n "$arena_line" ]; then
+    arena_state="$arena_dir (chatbridge_arena)"
+else
+    arena_state="none (copy config.jsonc, models.json and model_endpoint_map.json into $rt/arena/ to use them)"
+fi
+
 cat <<MSG
 
 chatbridge is running on 127.0.0.1:$port
@@ -100,9 +130,14 @@ chatbridge is running on 127.0.0.1:$port
   API key            ${API_KEY:+the one in API_KEY}${API_KEY:-none required (set API_KEY=... to require one)}
   Browser WebSocket  ws://127.0.0.1:$port/chatbridge/ws
   Browser token      $token
+  Userscript         http://127.0.0.1:$port/chatbridge/chatbridge.user.js
   Status             http://127.0.0.1:$port/chatbridge/status
+  LMArena files      $arena_state
 
-Next: connect a browser (see README, "Connect a browser"), then
+Next: connect a browser (see README, "Connect a browser"): for LMArena,
+open the userscript URL in a browser with Tampermonkey, install it, and
+open lmarena.ai; bin/chatbridgectl capture --model NAME takes session ids.
+Then
   curl http://127.0.0.1:$port/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"model":"any","messages":[{"role":"user","content":"Hello"}]}'
 
