@@ -26,8 +26,8 @@ ngx_int_t
 ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
     ngx_str_t *name, const char **error)
 {
-    u_char                      diff, digest[20];
-    ngx_str_t                   token;
+    u_char                      diff, digest[20], *colon;
+    ngx_str_t                   token, decoded;
     ngx_uint_t                  i, j, found;
     ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
@@ -49,6 +49,31 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
         {
             token.data += 7;
             token.len -= 7;
+
+        } else if (token.len > 6
+                   && ngx_strncasecmp(token.data, (u_char *) "Basic ", 6)
+                      == 0)
+        {
+            /* a browser's login prompt: the key is the password */
+
+            token.data += 6;
+            token.len -= 6;
+
+            decoded.len = ngx_base64_decoded_length(token.len);
+            decoded.data = ngx_pnalloc(r->pool, decoded.len);
+
+            if (decoded.data == NULL
+                || ngx_decode_base64(&decoded, &token) != NGX_OK)
+            {
+                ngx_str_null(&token);
+
+            } else {
+                colon = ngx_strlchr(decoded.data,
+                                    decoded.data + decoded.len, ':');
+
+                token.data = colon ? colon + 1 : decoded.data;
+                token.len = decoded.data + decoded.len - token.data;
+            }
 
         } else {
             ngx_str_null(&token);

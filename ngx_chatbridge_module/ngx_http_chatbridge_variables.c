@@ -108,7 +108,9 @@ ngx_http_chatbridge_variable(ngx_http_request_t *r,
 {
     u_char                     *p;
     ngx_str_t                            s;
+    const char                          *error;
     ngx_http_chatbridge_ctx_t           *ctx;
+    ngx_http_chatbridge_loc_conf_t      *lcf;
     ngx_http_chatbridge_upstream_key_t  *key;
 
     if (data == NGX_HTTP_CHATBRIDGE_VAR_UPSTREAM_KEY
@@ -127,6 +129,26 @@ ngx_http_chatbridge_variable(ngx_http_request_t *r,
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chatbridge_module);
+
+    /*
+     * limit_req and limit_conn ask before the content handler has checked
+     * the key: check it here too (a wrong or missing key has no name)
+     */
+
+    if (data == NGX_HTTP_CHATBRIDGE_VAR_KEY_NAME
+        && (ctx == NULL || ctx->key_name.len == 0))
+    {
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+
+        if (lcf->keys == NULL
+            || ngx_http_chatbridge_authorize(r, lcf->keys, &s, &error)
+               != NGX_OK)
+        {
+            ngx_str_null(&s);
+        }
+
+        goto done;
+    }
 
     if (ctx == NULL) {
         v->not_found = 1;
