@@ -15,6 +15,7 @@
 
 
 #define NGX_HTTP_CHATBRIDGE_KEY_MIN         8
+#define NGX_HTTP_CHATBRIDGE_ADMIN_KEY_MIN   16
 #define NGX_HTTP_CHATBRIDGE_KEYS_FILE_MAX   (1024 * 1024)
 
 
@@ -165,18 +166,25 @@ ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /*
  * One key per line: "<name> <key>", or just "<key>" (named key1, key2 ...).
- * Blank lines and lines starting with # are skipped.
+ * Blank lines and lines starting with # are skipped.  The client keys
+ * (chatbridge_api_keys_file) or the admin keys (chatbridge_admin_keys_file),
+ * as cmd->offset says.
  */
 
 char *
 ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_http_chatbridge_loc_conf_t  *lcf = conf;
+    u_char        *p, *end, *eol, *s;
+    size_t         min;
+    ngx_str_t     *value, file, text, name, key;
+    ngx_uint_t     line, nkeys;
+    ngx_array_t  **keys;
 
-    u_char      *p, *end, *eol, *s;
-    ngx_str_t   *value, file, text, name, key;
-    ngx_uint_t   line, nkeys;
+    keys = (ngx_array_t **) ((char *) conf + cmd->offset);
+    min = (cmd->offset == offsetof(ngx_http_chatbridge_loc_conf_t,
+                                   admin_keys))
+          ? NGX_HTTP_CHATBRIDGE_ADMIN_KEY_MIN : NGX_HTTP_CHATBRIDGE_KEY_MIN;
 
     value = cf->args->elts;
     file = value[1];
@@ -244,8 +252,7 @@ ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,
             }
         }
 
-        if (ngx_http_chatbridge_key_add(cf, &lcf->keys, &name, &key,
-                                        NGX_HTTP_CHATBRIDGE_KEY_MIN)
+        if (ngx_http_chatbridge_key_add(cf, keys, &name, &key, min)
             != NGX_CONF_OK)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "in %s:%ui",

@@ -253,7 +253,14 @@ static ngx_command_t  ngx_http_chatbridge_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_chatbridge_api_keys_file,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_chatbridge_loc_conf_t, keys),
+      NULL },
+
+    { ngx_string("chatbridge_admin_keys_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chatbridge_api_keys_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chatbridge_loc_conf_t, admin_keys),
       NULL },
 
     { ngx_string("chatbridge_models_file"),

@@ -122,7 +122,8 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
     u_char                          *p, *s, *end, *hit;
     size_t                           len, size;
     ngx_int_t                        rc;
-    ngx_str_t                        url, token;
+    ngx_str_t                        url, token, name;
+    const char                      *error;
     ngx_table_elt_t                 *h;
     ngx_http_chatbridge_loc_conf_t  *lcf;
 
@@ -136,6 +137,29 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
+
+    /* it holds the browser token: an admin key, when there are any */
+
+    if (lcf->admin_keys) {
+        error = NULL;
+        rc = ngx_http_chatbridge_authorize(r, lcf->admin_keys, &name, &error);
+
+        if (rc != NGX_OK) {
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            h->hash = 1;
+            ngx_str_set(&h->key, "WWW-Authenticate");
+            ngx_str_set(&h->value, "Basic realm=\"chatbridge userscript\", "
+                                   "charset=\"UTF-8\"");
+
+            return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                       "invalid_admin_key", NULL, error, ngx_strlen(error),
+                       0);
+        }
+    }
 
     if (ngx_http_chatbridge_userscript_ws_url(r, &url) != NGX_OK) {
         return NGX_HTTP_BAD_REQUEST;

@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 use ChatBridgeTest;
 use IO::Socket::INET;
+use MIME::Base64 qw(encode_base64);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -52,6 +53,7 @@ put($script, "// ==UserScript==\n// \@name test\n// ==/UserScript==\n"
              . " '__CHATBRIDGE_WS_URL__'\n");
 
 my $admin = 'sk-admin-0123456789abcdef';
+put($t->dir . '/admin.keys', "# operators\nfile-ops sk-file-admin-0123456789\n");
 my %auth = (Authorization => "Bearer $admin");
 
 $t->start_sidecar('--state-dir', $dir, '--update-models', '1');
@@ -67,6 +69,11 @@ $t->start_nginx(
         location = /chatbridge/chatbridge.user.js {
             chatbridge_userscript $script;
             chatbridge_browser_token ${\ $t->token };
+        }
+        location = /keyed.user.js {
+            chatbridge_userscript $script;
+            chatbridge_browser_token ${\ $t->token };
+            chatbridge_admin_keys_file ${\ $t->dir }/admin.keys;
         }");
 
 # --- the userscript, with this bridge baked in
@@ -101,6 +108,21 @@ my $want = "// ==UserScript==\n// \@name test\n// ==/UserScript==\n"
            . "const WS = '$ws';\nconst TOKEN = '${\ $t->token }';\n"
            . "// again: '$ws' '${\ $t->token }' '$ws'\n";
 ok(defined $body && $body eq $want, 'three URLs and two tokens, all in place');
+
+# with admin keys in force, the script (it holds the token) needs one
+$r = $t->http(GET => '/keyed.user.js');
+is($r->{status}, 401, 'a keyed userscript without a key: 401');
+like($r->{headers}{'www-authenticate'}, qr/^Basic realm="chatbridge userscript"/,
+     'the browser is asked for it');
+unlike($r->{content}, qr/\Q${\ $t->token }\E/, 'and the token is not in the answer');
+$r = $t->http(GET => '/keyed.user.js', undef,
+              { Authorization => 'Basic ' . encode_base64('me:sk-file-admin-0123456789', '') });
+is($r->{status}, 200, 'the key from chatbridge_admin_keys_file as the password: 200');
+like($r->{content}, qr/const TOKEN = '${\ $t->token }';/, 'the script');
+put($t->dir . '/short.keys', "short sk-short-key\n");
+my ($krc, $kout) = $t->nginx_test(server => "location /k/ { chatbridge_admin;
+    chatbridge_admin_keys_file ${\ $t->dir }/short.keys; }");
+like($kout, qr/shorter than 16 characters/, 'an admin key file with a short key is refused');
 
 # the token and the URL go into the script's strings: nothing that could
 # break out of them is accepted
