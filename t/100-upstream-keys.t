@@ -303,11 +303,11 @@ my $dropin = do { local (@ARGV, $/) = ("$ChatBridgeTest::TOP/nginx-conf/upstream
 my $n = 0;
 $n += $dropin =~ s{https://api\.openai\.com}{http://127.0.0.1:$mock}g;
 $n += $dropin =~ s{/etc/chatbridge/llm\.keys}{$dir/llm.keys}g;
-$n += $dropin =~ s{listen 127\.0\.0\.1:5103;}{listen 127.0.0.1:$port2;}g;
+$n += $dropin =~ s{listen 127\.0\.0\.1:5104;}{listen 127.0.0.1:$port2;}g;
 $n += $dropin =~ s{/var/log/nginx/}{${\ $t2->dir }/}g;
 ok($n >= 5, 'the drop-in has the addresses its comments name');
 unlike(join('', grep { !/^\s*#/ } split /^/, $dropin),
-       qr{openai\.com|/etc/chatbridge|/var/log|:5103;}, 'all of them replaced');
+       qr{openai\.com|/etc/chatbridge|/var/log|:5104;}, 'all of them replaced');
 put($t2->dir . '/upstream-keys.conf', $dropin);
 $t2->start_nginx(http => "include ${\ $t2->dir }/upstream-keys.conf;");
 reset_mock();

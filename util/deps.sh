@@ -15,7 +15,7 @@ tier=${1:-run}
 
 run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
           build-essential ca-certificates curl)
-test_pkgs=(check perl openssl chromium)
+test_pkgs=(check perl openssl chromium libio-socket-ssl-perl)
 bench_pkgs=(wrk)
 
 case "$tier" in

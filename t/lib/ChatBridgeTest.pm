@@ -108,7 +108,8 @@ sub kill_sidecar {
 }
 
 # %o: http => text for http{}, location => text for location /v1/,
-#     server => text for server{}, workers => N
+#     server => text for server{}, workers => N; or conf => a whole
+#     configuration that listens on $self->port (tls => 1: with TLS)
 sub start_nginx {
     my ($self, %o) = @_;
 
@@ -131,8 +132,9 @@ sub start_nginx {
         or die "nginx did not start:\n" . $self->log('nginx.out')
                . $self->log('error');
 
-    # the workers link to the sidecar right after they start
-    if ($self->{sidecar}) {
+    # the workers link to the sidecar right after they start (seen on
+    # /chatbridge/status over plain http, unless the test says it cannot)
+    if ($self->{sidecar} && !$o{tls}) {
         wait_for(sub { ($self->status->{link} // '') eq 'ready'
                        && @{ $self->status->{workers} // [] } >= $workers },
                  5);
@@ -157,6 +159,9 @@ sub nginx_test {
 
 sub nginx_conf {
     my ($self, %o) = @_;
+
+    # a whole configuration of the test's own (it listens on $self->port)
+    return $o{conf} if defined $o{conf};
 
     my $dir = $self->{dir};
     my $user = $> == 0 ? 'user nobody nogroup;' : '';
@@ -212,6 +217,89 @@ http {
     }
 }
 CONF
+}
+
+# One of nginx-conf/'s examples, made runnable here: the paths it names
+# (/etc/chatbridge, /var/log/nginx, /run, the certificate ...) point into
+# this test's directory, where example_files() put what they need, and
+# %{ $o{replace} } replaces addresses (literal text => new text).
+sub example_conf {
+    my ($self, $name, %o) = @_;
+
+    my $dir = $self->{dir};
+    my $text = do { local (@ARGV, $/) = ("$TOP/nginx-conf/$name"); <> };
+    my $user = $> == 0 ? 'user nobody nogroup;' : '';
+
+    $text =~ s{^include /etc/nginx/modules-enabled/\*\.conf;}{load_module $MODULE;}m;
+    $text =~ s{^user www-data;}{$user}m;
+    $text =~ s{/run/nginx\.pid}{$dir/nginx.pid}g;
+    $text =~ s{/run/chatbridge/sidecar\.sock}{$dir/sidecar.sock}g;
+    $text =~ s{/var/log/nginx/}{$dir/}g;
+    $text =~ s{/etc/chatbridge/nginx/}{$dir/snippets/}g;
+    $text =~ s{/etc/chatbridge/}{$dir/etc/}g;
+    $text =~ s{/usr/share/chatbridge/}{$TOP/build/}g;
+    $text =~ s{/etc/letsencrypt/live/bridge\.example\.com/}{$dir/tls/}g;
+    $text =~ s{/var/www/acme}{$dir/acme}g;
+
+    # a container may allow fewer open files than a server
+    my $hard = qx{sh -c 'ulimit -Hn'};
+    chomp $hard;
+    if ($hard =~ /^\d+$/) {
+        $text =~ s{worker_rlimit_nofile (\d+);}
+                  {"worker_rlimit_nofile " . ($hard < $1 ? $hard : $1) . ";"}ge;
+    }
+    $text =~ s{^\s*listen \[::\].*\n}{}mg;           # no IPv6 here
+    my $temp = join '', map { "    ${_}_temp_path $dir/tmp/$_;\n" }
+                            qw(client_body proxy fastcgi uwsgi scgi);
+    $text =~ s/^http \x7b\n/http \x7b\n$temp/m;
+    $text =~ s{^pid }{lock_file $dir/nginx.lock;\npid }m;
+
+    for my $from (sort keys %{ $o{replace} // {} }) {
+        my $n = $text =~ s{\Q$from\E}{$o{replace}{$from}}g;
+        die "$name has no \"$from\"" unless $n;
+    }
+
+    return $text;
+}
+
+# what the examples read: keys, the browser token, the snippets (the
+# WebSocket one pointing at this test's sidecar), a certificate for
+# bridge.example.com and 127.0.0.1 made now; %o: client_key, admin_key
+sub example_files {
+    my ($self, %o) = @_;
+
+    my $dir = $self->{dir};
+    mkdir "$dir/$_" for qw(etc snippets tls acme);
+
+    my %files = (
+        'etc/clients.keys' => "app $o{client_key}\n",
+        'etc/admin.keys' => "ops $o{admin_key}\n",
+        'etc/browser-token' => "$self->{token}\n",
+        'etc/llm.keys' => "one sk-upstream-one-000000\n",
+    );
+
+    for my $f (keys %files) {
+        open my $fh, '>', "$dir/$f" or die "$dir/$f: $!";
+        print $fh $files{$f};
+        close $fh;
+    }
+
+    opendir my $dh, "$TOP/nginx-conf" or die;
+    for my $f (grep { /\.conf$/ } readdir $dh) {
+        my $text = do { local (@ARGV, $/) = ("$TOP/nginx-conf/$f"); <> };
+        $text =~ s{proxy_pass http://127\.0\.0\.1:5103;}
+                  {proxy_pass http://unix:$dir/ws.sock:;}g;
+        open my $fh, '>', "$dir/snippets/$f" or die;
+        print $fh $text;
+        close $fh;
+    }
+    closedir $dh;
+
+    my $out = qx{openssl req -x509 -newkey rsa:2048 -nodes -days 2 \\
+        -keyout $dir/tls/privkey.pem -out $dir/tls/fullchain.pem \\
+        -subj /CN=bridge.example.com \\
+        -addext subjectAltName=DNS:bridge.example.com,IP:127.0.0.1 2>&1};
+    $? == 0 or die "openssl could not make a certificate: $out";
 }
 
 # the mock LLM upstream (t/lib/mock-llm.mjs): returns its port
