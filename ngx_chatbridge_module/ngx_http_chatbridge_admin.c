@@ -158,20 +158,8 @@ ngx_http_chatbridge_admin_handler(ngx_http_request_t *r)
     rc = ngx_http_chatbridge_authorize(r, lcf->admin_keys, &name, &error);
 
     if (rc != NGX_OK) {
-        ngx_http_discard_request_body(r);
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        ngx_str_set(&h->value, "Bearer");
-
-        return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                              "invalid_api_key", NULL, error,
-                                              ngx_strlen(error), 0);
+        return ngx_http_chatbridge_unauthorized(r, "Bearer", "invalid_api_key",
+                                                error);
     }
 
     ctx->key_name = name;

@@ -30,7 +30,6 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
     u_char                      diff, digest[20], *colon;
     ngx_str_t                   token, decoded;
     ngx_uint_t                  i, j, found;
-    ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
     ngx_http_chatbridge_key_t  *keys;
 
@@ -85,31 +84,15 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
 
         /* some clients send the key the Anthropic or Azure way */
 
-        part = &r->headers_in.headers.part;
-        h = part->elts;
+        h = ngx_http_chatbridge_find_header(&r->headers_in.headers,
+                                            "x-api-key");
+        if (h == NULL) {
+            h = ngx_http_chatbridge_find_header(&r->headers_in.headers,
+                                                "api-key");
+        }
 
-        for (i = 0; /* void */; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if ((h[i].key.len == 9
-                 && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9)
-                    == 0)
-                || (h[i].key.len == 7
-                    && ngx_strncasecmp(h[i].key.data, (u_char *) "api-key", 7)
-                       == 0))
-            {
-                token = h[i].value;
-                break;
-            }
+        if (h) {
+            token = h->value;
         }
     }
 
@@ -147,6 +130,69 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
     *name = keys[found].name;
 
     return NGX_OK;
+}
+
+
+/*
+ * A refused key: 401 with a challenge ("Bearer", or a Basic one that makes
+ * a browser prompt) and the OpenAI error; the body is discarded.
+ */
+
+ngx_int_t
+ngx_http_chatbridge_unauthorized(ngx_http_request_t *r, char *challenge,
+    const char *code, const char *error)
+{
+    ngx_table_elt_t  *h;
+
+    ngx_http_discard_request_body(r);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    h->value.data = (u_char *) challenge;
+    h->value.len = ngx_strlen(challenge);
+
+    return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED, code,
+                                          NULL, error, ngx_strlen(error), 0);
+}
+
+
+/* the first header of a list with this name (any case); NULL if none */
+
+ngx_table_elt_t *
+ngx_http_chatbridge_find_header(ngx_list_t *headers, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
 }
 
 

@@ -483,7 +483,6 @@ ngx_http_chatbridge_keys_pick(ngx_http_request_t *r)
     ngx_msec_t                           left, wait = 0;
     ngx_uint_t                           i, n, start;
     const char                          *error;
-    ngx_table_elt_t                     *h;
     ngx_http_chatbridge_ctx_t           *ctx;
     ngx_http_chatbridge_zone_t          *z;
     ngx_http_variable_value_t           *v;
@@ -536,17 +535,10 @@ ngx_http_chatbridge_keys_pick(ngx_http_request_t *r)
 
     if (rc != NGX_OK) {
         ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        ngx_str_set(&h->value, "Bearer");
-
-        goto refuse;
+        rc = ngx_http_chatbridge_unauthorized(r, "Bearer", "invalid_api_key",
+                                              error);
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
     }
 
     ctx->key_name = name;
@@ -591,29 +583,19 @@ ngx_http_chatbridge_keys_pick(ngx_http_request_t *r)
                   "chatbridge: every key of the pool \"%V\" rests; the first "
                   "is back in %M ms", &pool->name, wait);
 
-refuse:
-
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (error) {
-        rc = ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "invalid_api_key", NULL, error,
-                                            ngx_strlen(error), 0);
-
-    } else {
-        rc = ngx_http_chatbridge_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                 "upstream_keys_resting", NULL,
-                 "Every upstream API key of this endpoint was refused "
-                 "(401, 403 or 429) lately and rests; retry after the time "
-                 "in Retry-After.",
-                 sizeof("Every upstream API key of this endpoint was refused "
-                        "(401, 403 or 429) lately and rests; retry after the "
-                        "time in Retry-After.") - 1,
-                 (uint32_t) ((wait + 999) / 1000));
-    }
+    rc = ngx_http_chatbridge_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+             "upstream_keys_resting", NULL,
+             "Every upstream API key of this endpoint was refused (401, 403 "
+             "or 429) lately and rests; retry after the time in Retry-After.",
+             sizeof("Every upstream API key of this endpoint was refused "
+                    "(401, 403 or 429) lately and rests; retry after the time "
+                    "in Retry-After.") - 1,
+             (uint32_t) ((wait + 999) / 1000));
 
     ngx_http_finalize_request(r, rc);
 
@@ -684,47 +666,28 @@ ngx_http_chatbridge_keys_retry_after(ngx_http_request_t *r)
 {
     time_t            t;
     ngx_int_t         n;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = &r->upstream->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash == 0 || h[i].key.len != sizeof("Retry-After") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
-                               sizeof("Retry-After") - 1) != 0)
-        {
-            continue;
-        }
-
-        n = ngx_atoi(h[i].value.data, h[i].value.len);
-
-        if (n == NGX_ERROR) {
-            t = ngx_parse_http_time(h[i].value.data, h[i].value.len);
-            if (t == NGX_ERROR) {
-                return 0;
-            }
-
-            n = (t > ngx_time()) ? t - ngx_time() : 0;
-        }
-
-        n = ngx_min(n, NGX_HTTP_CHATBRIDGE_RETRY_MAX);
-
-        return (ngx_msec_t) n * 1000;
+    h = ngx_http_chatbridge_find_header(&r->upstream->headers_in.headers,
+                                        "Retry-After");
+    if (h == NULL) {
+        return 0;
     }
+
+    n = ngx_atoi(h->value.data, h->value.len);
+
+    if (n == NGX_ERROR) {
+        t = ngx_parse_http_time(h->value.data, h->value.len);
+        if (t == NGX_ERROR) {
+            return 0;
+        }
+
+        n = (t > ngx_time()) ? t - ngx_time() : 0;
+    }
+
+    n = ngx_min(n, NGX_HTTP_CHATBRIDGE_RETRY_MAX);
+
+    return (ngx_msec_t) n * 1000;
 }
 
 

@@ -354,20 +354,8 @@ ngx_http_chatbridge_handler(ngx_http_request_t *r)
 
     if (rc != NGX_OK) {
         ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
-        ngx_http_discard_request_body(r);
-
-        allow = ngx_list_push(&r->headers_out.headers);
-        if (allow == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        allow->hash = 1;
-        ngx_str_set(&allow->key, "WWW-Authenticate");
-        ngx_str_set(&allow->value, "Bearer");
-
-        return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                              "invalid_api_key", NULL, error,
-                                              ngx_strlen(error), 0);
+        return ngx_http_chatbridge_unauthorized(r, "Bearer", "invalid_api_key",
+                                                error);
     }
 
     ctx->key_name = name;

@@ -305,6 +305,10 @@ char *ngx_http_chatbridge_models_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
 ngx_int_t ngx_http_chatbridge_authorize(ngx_http_request_t *r,
     ngx_array_t *keys, ngx_str_t *name, const char **error);
+ngx_int_t ngx_http_chatbridge_unauthorized(ngx_http_request_t *r,
+    char *challenge, const char *code, const char *error);
+ngx_table_elt_t *ngx_http_chatbridge_find_header(ngx_list_t *headers,
+    const char *name);
 char *ngx_http_chatbridge_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_chatbridge_api_keys_file(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -102,17 +102,11 @@ ngx_http_chatbridge_status_handler(ngx_http_request_t *r)
         rc = ngx_http_chatbridge_authorize(r, lcf->admin_keys, &name, &error);
 
         if (rc != NGX_OK) {
-            rc = ngx_http_chatbridge_status_header(r, "WWW-Authenticate",
-                     (form == NGX_HTTP_CHATBRIDGE_STATUS_HTML)
-                     ? "Basic realm=\"chatbridge status\", charset=\"UTF-8\""
-                     : "Bearer");
-            if (rc != NGX_OK) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                       "invalid_admin_key", NULL, error, ngx_strlen(error),
-                       0);
+            return ngx_http_chatbridge_unauthorized(r,
+                       (form == NGX_HTTP_CHATBRIDGE_STATUS_HTML)
+                       ? "Basic realm=\"chatbridge status\", charset=\"UTF-8\""
+                       : "Bearer",
+                       "invalid_admin_key", error);
         }
     }
 
@@ -149,8 +143,6 @@ static ngx_uint_t
 ngx_http_chatbridge_status_form(ngx_http_request_t *r)
 {
     ngx_str_t         uri, format;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     uri = r->uri;
@@ -184,30 +176,13 @@ ngx_http_chatbridge_status_form(ngx_http_request_t *r)
 
     /* a browser's address bar asks for text/html */
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_http_chatbridge_find_header(&r->headers_in.headers, "Accept");
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == 6
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept", 6) == 0
-            && ngx_strlcasestrn(h[i].value.data,
-                                h[i].value.data + h[i].value.len,
-                                (u_char *) "text/html", 9 - 1)
-               != NULL)
-        {
-            return NGX_HTTP_CHATBRIDGE_STATUS_HTML;
-        }
+    if (h && ngx_strlcasestrn(h->value.data, h->value.data + h->value.len,
+                              (u_char *) "text/html", 9 - 1)
+             != NULL)
+    {
+        return NGX_HTTP_CHATBRIDGE_STATUS_HTML;
     }
 
     return NGX_HTTP_CHATBRIDGE_STATUS_JSON;

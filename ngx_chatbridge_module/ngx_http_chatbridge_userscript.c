@@ -145,19 +145,10 @@ ngx_http_chatbridge_userscript_handler(ngx_http_request_t *r)
         rc = ngx_http_chatbridge_authorize(r, lcf->admin_keys, &name, &error);
 
         if (rc != NGX_OK) {
-            h = ngx_list_push(&r->headers_out.headers);
-            if (h == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            h->hash = 1;
-            ngx_str_set(&h->key, "WWW-Authenticate");
-            ngx_str_set(&h->value, "Basic realm=\"chatbridge userscript\", "
-                                   "charset=\"UTF-8\"");
-
-            return ngx_http_chatbridge_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                       "invalid_admin_key", NULL, error, ngx_strlen(error),
-                       0);
+            return ngx_http_chatbridge_unauthorized(r,
+                       "Basic realm=\"chatbridge userscript\", "
+                       "charset=\"UTF-8\"",
+                       "invalid_admin_key", error);
         }
     }
 
