@@ -5,6 +5,7 @@
 #   make test       install what is missing, build, run every test tier
 #   make bench      the benchmark suite (writes docs/BENCHMARKS.md)
 #   make lint       style checks and leftover debug switches
+#   make deb        Debian packages into $(BUILD)/deb/ (docs/PACKAGES.md)
 #   make clean
 #
 # Knobs: PORT (5102), BUILD (build), SANITIZE=address, DEBUG=1.
@@ -174,6 +175,28 @@ bench:
 	@util/deps.sh bench
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh
+
+# --- Debian packages: a release build of their own in $(BUILD)/deb/build
+#     (dpkg-buildflags with all hardening, no sanitizer, whatever SANITIZE
+#     and DEBUG say), then packaging/build-deb.sh.  The flags ride on CC and
+#     CXX, which every compile and link line uses; the module's configure
+#     asks dpkg-buildflags itself.
+
+DEB_BUILD    = $(BUILD)/deb/build
+DEB_HARDEN   = DEB_BUILD_MAINT_OPTIONS=hardening=+all
+DEB_FLAGS    = $(shell $(DEB_HARDEN) dpkg-buildflags --get CPPFLAGS) \
+               $(shell $(DEB_HARDEN) dpkg-buildflags --get $(1)) \
+               $(shell $(DEB_HARDEN) dpkg-buildflags --get LDFLAGS)
+
+.PHONY: deb
+
+deb:
+	@util/deps.sh deb
+	@$(DEB_HARDEN) $(MAKE) --no-print-directory BUILD=$(DEB_BUILD) \
+	    SANITIZE= DEBUG= \
+	    CC="$(CC) $(call DEB_FLAGS,CFLAGS)" \
+	    CXX="$(CXX) $(call DEB_FLAGS,CXXFLAGS)" all
+	@packaging/build-deb.sh $(DEB_BUILD) $(BUILD)/deb
 
 lint:
 	@util/lint.sh

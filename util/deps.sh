@@ -2,7 +2,9 @@
 # Install what a tier needs from Debian's packages.
 #
 #   util/deps.sh run     build and run: nginx, nginx-dev, libwebsockets, jansson
-#   util/deps.sh test    the above, plus Check, Perl test modules, Node.js, Chromium
+#   util/deps.sh deb     the above, plus dpkg-dev (make deb)
+#   util/deps.sh test    run and deb, plus Check, Perl test modules, Node.js,
+#                        Chromium, lintian (t/160-deb.t checks the packages)
 #   util/deps.sh bench   the above, plus wrk
 #
 # As root, missing packages are installed with apt-get (services are kept from
@@ -15,20 +17,25 @@ tier=${1:-run}
 
 run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
           build-essential ca-certificates curl)
+deb_pkgs=(dpkg-dev binutils)
+lint_pkgs=(lintian)
 test_pkgs=(check perl openssl chromium libio-socket-ssl-perl)
 bench_pkgs=(wrk)
 
 case "$tier" in
     run)   want=("${run_pkgs[@]}") ;;
-    test)  want=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
-    bench) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-    *)     echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+    deb)   want=("${run_pkgs[@]}" "${deb_pkgs[@]}") ;;
+    test)  want=("${run_pkgs[@]}" "${deb_pkgs[@]}" "${lint_pkgs[@]}"
+                 "${test_pkgs[@]}") ;;
+    bench) want=("${run_pkgs[@]}" "${deb_pkgs[@]}" "${lint_pkgs[@]}"
+                 "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+    *)     echo "usage: $0 run|deb|test|bench" >&2; exit 2 ;;
 esac
 
 # Node.js: any install that provides node >= 18 and npm will do (Debian's
 # nodejs + npm, or one that is already there).
 need_node=0
-if [ "$tier" != run ]; then
+if [ "$tier" != run ] && [ "$tier" != deb ]; then
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         need_node=1
     elif ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'

@@ -37,7 +37,10 @@ if grep -nE '^\s*console\.(log|debug)\(' browser/*/*.js 2>/dev/null; then
 fi
 
 if command -v shellcheck >/dev/null; then
-    shellcheck -S warning util/*.sh .ci/run || bad=1
+    shellcheck -S warning util/*.sh .ci/run packaging/build-deb.sh \
+        browser/userscript/build.sh || bad=1
+    shellcheck -S warning -s sh packaging/*/postinst packaging/*/prerm \
+        packaging/*/postrm || bad=1
 fi
 
 for t in t/*.t; do
