@@ -4,6 +4,8 @@
 
 #include <jansson.h>
 
+#include "cb_jsonc.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -149,11 +151,12 @@ const OptionDef *find(const std::string &name)
 
 bool load_config(const std::string &path, Options *o, std::string *err)
 {
-    json_error_t je;
-    json_t *root = json_load_file(path.c_str(), 0, &je);
+    // JSON with comments and trailing commas, like LMArena Bridge's files
+    char msg[512];
+    json_t *root = cb_jsonc_load_file(path.c_str(), 1 << 20, msg,
+                                      sizeof(msg));
     if (root == nullptr) {
-        *err = path + ":" + std::to_string(je.line) + ":"
-               + std::to_string(je.column) + ": " + je.text;
+        *err = msg;
         return false;
     }
 

@@ -38,6 +38,8 @@ ngx_http_chatbridge_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_chatbridge_admin_handler;
 
+    ngx_http_chatbridge_needs_sidecar(cf);
+
     return NGX_CONF_OK;
 }
 

@@ -764,7 +764,24 @@ ngx_http_chatbridge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_chatbridge_handler;
 
+    ngx_http_chatbridge_needs_sidecar(cf);
+
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Workers link to the sidecar only when a location talks to it: a system
+ * nginx with the module loaded for one site stays quiet elsewhere.
+ */
+
+void
+ngx_http_chatbridge_needs_sidecar(ngx_conf_t *cf)
+{
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chatbridge_module);
+    mcf->linked = 1;
 }
 
 
@@ -781,7 +798,7 @@ ngx_http_chatbridge_init_process(ngx_cycle_t *cycle)
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_chatbridge_module);
-    if (mcf == NULL) {
+    if (mcf == NULL || !mcf->linked) {
         return NGX_OK;
     }
 

@@ -108,6 +108,8 @@ typedef struct {
     ngx_http_chatbridge_link_t     *link;
     ngx_shm_zone_t                 *zone;
     ngx_array_t                     key_pools;
+    ngx_flag_t                      linked;     /* a location needs the
+                                                   sidecar */
     json_t                         *arena_live;     /* this worker's copy */
     ngx_atomic_uint_t               arena_version;
 } ngx_http_chatbridge_main_conf_t;
@@ -289,6 +291,7 @@ ngx_int_t ngx_http_chatbridge_send_body(ngx_http_request_t *r, u_char *data,
 
 /* ngx_http_chatbridge_module.c */
 
+void ngx_http_chatbridge_needs_sidecar(ngx_conf_t *cf);
 ngx_int_t ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf,
     ngx_str_t *name, size_t max, ngx_str_t *out);
 

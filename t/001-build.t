@@ -6,6 +6,7 @@ use warnings;
 use lib 't/lib';
 use ChatBridgeTest;
 use Test::More;
+use Time::HiRes qw(sleep);
 
 sub signature {
     my ($file) = @_;
@@ -42,5 +43,49 @@ like($help, qr/--token/, 'and lists its options');
 my $bad = `$ChatBridgeTest::SIDECAR --control /tmp/x.sock 2>&1`;
 isnt($?, 0, 'the sidecar refuses to start without a browser token');
 like($bad, qr/token/, 'and says why');
+
+# a system nginx that loads the module for one site does not look for the
+# sidecar when no location talks to it
+my $q = ChatBridgeTest->new;
+my $user = $> == 0 ? 'user nobody nogroup;' : '';
+$q->start_nginx(conf => "load_module $ChatBridgeTest::MODULE;
+$user
+daemon off;
+pid ${\ $q->dir }/nginx.pid;
+error_log ${\ $q->dir }/error.log info;
+events {}
+http {
+    client_body_temp_path ${\ $q->dir }/tmp/body;
+    proxy_temp_path ${\ $q->dir }/tmp/proxy;
+    chatbridge_sidecar ${\ $q->dir }/nowhere.sock;
+    server { listen 127.0.0.1:${\ $q->port }; location / { return 204; } }
+}");
+sleep 1.5;
+unlike($q->log('error'), qr/sidecar/, 'no location needs the sidecar: no attempt to reach it');
+$q->done;
+
+# --config: JSON with comments and trailing commas, as Debian's
+# /etc/chatbridge/sidecar.conf; errors name the file, line and column
+my $cfg = $t->dir . '/sidecar.conf';
+open $fh, '>', $cfg or die;
+print $fh "{\n    // where nginx finds us\n"
+    . "    \"control\": \"${\ $t->dir }/cfg.sock\",\n"
+    . "    \"listen\": \"unix:${\ $t->dir }/cfg-ws.sock\", /* browsers */\n"
+    . "    \"token\": \"tok-from-config\",\n}\n";
+close $fh;
+my $pid = $t->spawn('cfg-sidecar', $t->dir . '/cfg.log', $ChatBridgeTest::SIDECAR,
+                    '--config', $cfg);
+ok(ChatBridgeTest::wait_for(sub { -S $t->dir . '/cfg.sock' }, 5),
+   'the sidecar starts from a commented config file');
+kill 'TERM', $pid;
+waitpid $pid, 0;
+delete $t->{pids}{$pid};
+
+open $fh, '>', $cfg or die;
+print $fh "{\n  // broken\n  \"token\": \"x\"\n  \"listen\": \"y\"\n}\n";
+close $fh;
+$bad = `$ChatBridgeTest::SIDECAR --config $cfg 2>&1`;
+isnt($?, 0, 'a broken config file is refused');
+like($bad, qr/\Q$cfg\E:4:\d+/, 'naming the file, line and column') or diag($bad);
 
 done_testing;

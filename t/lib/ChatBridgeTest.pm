@@ -132,6 +132,10 @@ sub start_nginx {
         or die "nginx did not start:\n" . $self->log('nginx.out')
                . $self->log('error');
 
+    # a configuration without "daemon off" would leave a master behind
+    die "nginx went to the background (daemon off; is missing)\n"
+        if waitpid($pid, WNOHANG) == $pid;
+
     # the workers link to the sidecar right after they start (seen on
     # /chatbridge/status over plain http, unless the test says it cannot)
     if ($self->{sidecar} && !$o{tls}) {
@@ -252,7 +256,8 @@ sub example_conf {
     my $temp = join '', map { "    ${_}_temp_path $dir/tmp/$_;\n" }
                             qw(client_body proxy fastcgi uwsgi scgi);
     $text =~ s/^http \x7b\n/http \x7b\n$temp/m;
-    $text =~ s{^pid }{lock_file $dir/nginx.lock;\npid }m;
+    # in the foreground, so that the harness has its pid and stops it
+    $text =~ s{^pid }{daemon off;\nlock_file $dir/nginx.lock;\npid }m;
 
     for my $from (sort keys %{ $o{replace} // {} }) {
         my $n = $text =~ s{\Q$from\E}{$o{replace}{$from}}g;
