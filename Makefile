@@ -45,7 +45,7 @@ UNIT_TESTS   = $(BUILD)/tests/cb_shm_test $(BUILD)/tests/cb_json_test \
                $(BUILD)/tests/cb_arena_test $(BUILD)/tests/frames_test
 
 .PHONY: all module sidecar userscript run test unit prove node-tests browser-tests \
-        bench lint clean deps deps-test
+        bench bench-smoke bench-bin lint clean deps deps-test
 
 all: module sidecar userscript
 
@@ -173,8 +173,34 @@ browser-tests: all
 
 bench:
 	@util/deps.sh bench
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all bench-bin
 	@bench/run.sh
+
+bench-smoke:
+	@util/deps.sh bench
+	@$(MAKE) --no-print-directory all bench-bin
+	@BENCH_QUICK=1 bench/run.sh
+
+# --- the benchmark's own programs (always -O2, no sanitizer)
+
+BENCH_BIN    = $(BUILD)/bench/cb_load $(BUILD)/bench/cb_browser \
+               $(BUILD)/bench/cb_sse_server $(BUILD)/bench/cb_spin
+BENCH_CFLAGS = -std=gnu11 -O2 -g $(WARN) -Wno-unused-parameter -D_GNU_SOURCE -Ibench
+
+bench-bin: $(BENCH_BIN)
+
+$(BUILD)/bench/cb_spin: bench/cb_spin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -o $@ $<
+
+$(BUILD)/bench/%: bench/%.c bench/bench.c bench/bench.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< bench/bench.c
+
+$(BUILD)/bench/cb_browser: bench/cb_browser.c bench/bench.c bench/bench.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) $(shell pkg-config --cflags jansson) -o $@ \
+	    bench/cb_browser.c bench/bench.c $(shell pkg-config --libs jansson)
 
 # --- Debian packages: a release build of their own in $(BUILD)/deb/build
 #     (dpkg-buildflags with all hardening, no sanitizer, whatever SANITIZE

@@ -27,19 +27,15 @@ constexpr size_t kPendingHard = 4 * 1024 * 1024;
 
 constexpr uint64_t kPublishEvery = 1000;
 
-uint32_t finish_reason(const char *s)
+uint32_t finish_reason(std::string_view s)
 {
-    if (s == nullptr) {
-        return CB_FINISH_STOP;
-    }
-    if (strcmp(s, "length") == 0 || strcmp(s, "max_tokens") == 0) {
+    if (s == "length" || s == "max_tokens") {
         return CB_FINISH_LENGTH;
     }
-    if (strcmp(s, "content_filter") == 0 || strcmp(s, "content-filter") == 0)
-    {
+    if (s == "content_filter" || s == "content-filter") {
         return CB_FINISH_CONTENT_FILTER;
     }
-    if (strcmp(s, "tool_calls") == 0 || strcmp(s, "tool-calls") == 0) {
+    if (s == "tool_calls" || s == "tool-calls") {
         return CB_FINISH_TOOL_CALLS;
     }
     return CB_FINISH_STOP;
@@ -500,7 +496,12 @@ void Bridge::emit(Request *r, uint8_t type, uint8_t flags, const void *a,
             }
         }
         if (rc == CB_OK) {
-            notify(r);
+            // which browser took it is only for the log: it waits in the
+            // ring for the next record, which wakes the worker (the final
+            // one always does), and spares the worker a wake-up per request
+            if (type != CB_REC_META) {
+                notify(r);
+            }
             return;
         }
         if (rc != CB_AGAIN) {
@@ -712,6 +713,14 @@ void Bridge::browser_open(Browser *b)
 
 void Bridge::browser_message(Browser *b, const char *data, size_t len)
 {
+    // answers in their plain shape skip the JSON tree (frames.h)
+    FastFrame ff;
+    if (b->state != Browser::State::hello
+        && schema_.read_fast(data, len, &ff, &scratch_)) {
+        on_fast(b, ff);
+        return;
+    }
+
     json_error_t je;
     std::unique_ptr<json_t, void (*)(json_t *)> f(
         json_loadb(data, len, 0, &je), json_decref);
@@ -852,34 +861,82 @@ void Bridge::on_hello(Browser *b, json_t *f)
     pump();
 }
 
-void Bridge::on_answer(Browser *b, const char *type, json_t *f)
+// the request a browser's frame is about, if it is that browser's
+Request *Bridge::answering(Browser *b, std::string_view id, const char *type)
 {
-    std::string id = str(f, "request_id");
-    auto it = by_id_.find(id);
+    key_.assign(id.data(), id.size());
+    auto it = by_id_.find(key_);
 
     if (it == by_id_.end()) {
         // cancelled or finished: frames still in flight are expected
         log(Level::debug, "browser %s: %s for unknown request %s",
-            b->id.c_str(), type, id.c_str());
-        return;
+            b->id.c_str(), type, key_.c_str());
+        return nullptr;
     }
 
     Request *r = it->second.get();
 
     if (r->browser != b) {
-        b->send(error_frame("bad_frame", "that request is not yours", id));
+        b->send(error_frame("bad_frame", "that request is not yours", key_));
+        return nullptr;
+    }
+
+    return r;
+}
+
+void Bridge::answer_text(Request *r, uint8_t type, const char *s, size_t len)
+{
+    if (len == 0) {
+        return;
+    }
+    r->answered = true;
+    r->task.reset();
+    emit_text(r, type, s, len);
+}
+
+void Bridge::answer_done(Request *r, std::string_view reason, json_t *usage)
+{
+    finish_ok(r, finish_reason(reason), usage);
+    pump();
+}
+
+void Bridge::on_fast(Browser *b, const FastFrame &f)
+{
+    static const char *const names[] = { "delta", "reasoning", "done" };
+
+    Request *r = answering(b, f.request_id, names[int(f.kind)]);
+    if (r == nullptr) {
+        return;
+    }
+
+    switch (f.kind) {
+    case FastFrame::Kind::delta:
+        answer_text(r, CB_REC_DELTA, f.text.data(), f.text.size());
+        break;
+    case FastFrame::Kind::reasoning:
+        answer_text(r, CB_REC_REASONING, f.text.data(), f.text.size());
+        break;
+    case FastFrame::Kind::done:
+        answer_done(r, f.finish_reason, nullptr);
+        break;
+    }
+}
+
+void Bridge::on_answer(Browser *b, const char *type, json_t *f)
+{
+    json_t *jid = json_object_get(f, "request_id");
+    std::string_view id(json_string_value(jid) ? json_string_value(jid) : "",
+                        json_string_length(jid));
+
+    Request *r = answering(b, id, type);
+    if (r == nullptr) {
         return;
     }
 
     if (strcmp(type, "delta") == 0 || strcmp(type, "reasoning") == 0) {
         json_t *t = json_object_get(f, "text");
-        if (json_string_length(t) == 0) {
-            return;
-        }
-        r->answered = true;
-        r->task.reset();
-        emit_text(r, type[0] == 'd' ? CB_REC_DELTA : CB_REC_REASONING,
-                  json_string_value(t), json_string_length(t));
+        answer_text(r, type[0] == 'd' ? CB_REC_DELTA : CB_REC_REASONING,
+                    json_string_value(t), json_string_length(t));
 
     } else if (strcmp(type, "image") == 0) {
         json_t *u = json_object_get(f, "url");
@@ -889,10 +946,11 @@ void Bridge::on_answer(Browser *b, const char *type, json_t *f)
                   json_string_length(u));
 
     } else if (strcmp(type, "done") == 0) {
-        finish_ok(r, finish_reason(json_string_value(
-                         json_object_get(f, "finish_reason"))),
-                  json_object_get(f, "usage"));
-        pump();
+        json_t *fr = json_object_get(f, "finish_reason");
+        answer_done(r, std::string_view(json_string_value(fr)
+                                            ? json_string_value(fr) : "",
+                                        json_string_length(fr)),
+                    json_object_get(f, "usage"));
 
     } else if (strcmp(type, "error") == 0) {
         std::string code = str(f, "code");

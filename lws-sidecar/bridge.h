@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -51,7 +52,7 @@ struct Request {
     bool answered = false;          // content went to the client
     bool finishing = false;         // final record written or pending
     bool paused = false;            // pause sent to the browser
-    std::deque<Pending> pending;
+    std::list<Pending> pending;     // rare: allocates nothing while empty
     size_t pending_bytes = 0;
 };
 
@@ -120,6 +121,10 @@ private:
     // browser frames
     void on_hello(Browser *b, json_t *f);
     void on_answer(Browser *b, const char *type, json_t *f);
+    void on_fast(Browser *b, const FastFrame &f);
+    Request *answering(Browser *b, std::string_view id, const char *type);
+    void answer_text(Request *r, uint8_t type, const char *s, size_t len);
+    void answer_done(Request *r, std::string_view reason, json_t *usage);
     void bad_frame(Browser *b, json_t *f, const Verdict &v);
 
     void publish();
@@ -131,6 +136,8 @@ private:
     void *base_;
 
     std::unordered_map<std::string, RequestPtr> by_id_;
+    std::string key_;               // for lookups, without an allocation
+    std::string scratch_;           // unescaped text of a fast frame
     std::vector<Request *> by_slot_;
     std::deque<Request *> queue_;
     std::vector<Browser *> browsers_;

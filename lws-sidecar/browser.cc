@@ -19,6 +19,20 @@ void Browser::send(OutFrame frame)
     if (!frame || state == State::closing) {
         return;
     }
+
+    // nothing queued ahead and room in the socket: out now, rather than a
+    // turn of the loop later (lws keeps what a short write leaves over, as
+    // in on_writable(); a failed write closes the connection at lws's next
+    // turn)
+    if (tx_.empty() && !lws_send_pipe_choked(wsi)) {
+        size_t len = frame->size() - LWS_PRE;
+        auto *p = reinterpret_cast<unsigned char *>(
+            const_cast<char *>(frame->data())) + LWS_PRE;
+
+        (void) lws_write(wsi, p, len, LWS_WRITE_TEXT);
+        return;
+    }
+
     tx_bytes += frame->size();
     tx_.push_back(std::move(frame));
     lws_callback_on_writable(wsi);
@@ -26,7 +40,12 @@ void Browser::send(OutFrame frame)
 
 int Browser::on_writable()
 {
-    if (!tx_.empty()) {
+    // every frame that waits, until the socket is full: lws keeps what a
+    // short write left over and sends it first (lws_issue_raw), so a task
+    // never waits a turn of the loop behind each frame queued before it
+    bool wrote = false;
+
+    while (!tx_.empty()) {
         OutFrame f = std::move(tx_.front());
         tx_.pop_front();
         tx_bytes -= f->size();
@@ -38,9 +57,15 @@ int Browser::on_writable()
         if (lws_write(wsi, p, len, LWS_WRITE_TEXT) < int(len)) {
             return -1;
         }
-        if (!tx_.empty() || close_code_) {
-            lws_callback_on_writable(wsi);
+        wrote = true;
+
+        if (lws_send_pipe_choked(wsi)) {
+            break;
         }
+    }
+
+    if (!tx_.empty() || (close_code_ && wrote)) {
+        lws_callback_on_writable(wsi);
         return 0;
     }
 

@@ -13,11 +13,225 @@ namespace chatbridge {
 
 namespace {
 
+// byte tables, built at compile time: the id charset, and the bytes a JSON
+// string scan must look at (quote, backslash, control, non-ASCII)
+struct ByteTable {
+    bool is[256];
+};
+
+constexpr ByteTable make_id_table()
+{
+    ByteTable t{};
+    for (int c = 0; c < 256; c++) {
+        t.is[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                  || (c >= '0' && c <= '9') || c == '_' || c == '.'
+                  || c == ':' || c == '-';
+    }
+    return t;
+}
+
+constexpr ByteTable make_special_table()
+{
+    ByteTable t{};
+    for (int c = 0; c < 256; c++) {
+        t.is[c] = c < 0x20 || c >= 0x80 || c == '"' || c == '\\';
+    }
+    return t;
+}
+
+constexpr ByteTable kIdChar = make_id_table();
+constexpr ByteTable kSpecial = make_special_table();
+
 bool id_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-           || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':'
-           || c == '-';
+    return kIdChar.is[c];
+}
+
+bool json_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+bool hex4(const unsigned char *p, const unsigned char *e, uint32_t *v)
+{
+    if (e - p < 4) {
+        return false;
+    }
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        uint32_t d;
+        if (c >= '0' && c <= '9') {
+            d = c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            d = c - 'a' + 10;
+        } else if (c >= 'A' && c <= 'F') {
+            d = c - 'A' + 10;
+        } else {
+            return false;
+        }
+        *v = (*v << 4) | d;
+    }
+    return true;
+}
+
+// bytes of the valid UTF-8 character at p, or 0 (as strict as jansson:
+// no overlong forms, no surrogates, nothing past U+10FFFF)
+size_t utf8_char(const unsigned char *p, const unsigned char *e)
+{
+    unsigned char c = p[0];
+    size_t n = size_t(e - p);
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        return n >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        if (n < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80
+            || (c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f)) {
+            return 0;
+        }
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (n < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80
+            || (p[3] & 0xc0) != 0x80 || (c == 0xf0 && p[1] < 0x90)
+            || (c == 0xf4 && p[1] > 0x8f)) {
+            return 0;
+        }
+        return 4;
+    }
+    return 0;
+}
+
+// A JSON string from after its opening quote: true with *end at the closing
+// quote, whether it has escapes and its length once unescaped; false if it
+// is not valid, or holds what jansson refuses by default (\u0000, a lone
+// surrogate).
+bool scan_string(const unsigned char *p, const unsigned char *e,
+                 const unsigned char **end, bool *escaped, size_t *len)
+{
+    size_t n = 0;
+    bool esc = false;
+
+    while (p < e) {
+        const unsigned char *q = p;
+        while (q < e && !kSpecial.is[*q]) {
+            q++;
+        }
+        n += size_t(q - p);
+        p = q;
+        if (p == e) {
+            break;
+        }
+
+        unsigned char c = *p;
+
+        if (c == '"') {
+            *end = p;
+            *escaped = esc;
+            *len = n;
+            return true;
+        }
+        if (c < 0x20) {
+            return false;
+        }
+        if (c >= 0x80) {
+            size_t k = utf8_char(p, e);
+            if (k == 0) {
+                return false;
+            }
+            p += k;
+            n += k;
+            continue;
+        }
+
+        // an escape
+        esc = true;
+        if (++p == e) {
+            return false;
+        }
+        switch (*p) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+        case 'r': case 't':
+            p++;
+            n++;
+            continue;
+        case 'u':
+            break;
+        default:
+            return false;
+        }
+
+        uint32_t cp, lo;
+        if (!hex4(p + 1, e, &cp) || cp == 0
+            || (cp >= 0xdc00 && cp <= 0xdfff)) {
+            return false;
+        }
+        p += 5;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            if (e - p < 6 || p[0] != '\\' || p[1] != 'u'
+                || !hex4(p + 2, e, &lo) || lo < 0xdc00 || lo > 0xdfff) {
+                return false;
+            }
+            p += 6;
+            n += 4;
+            continue;
+        }
+        n += cp < 0x80 ? 1 : cp < 0x800 ? 2 : 3;
+    }
+    return false;
+}
+
+// the string scan_string() accepted, unescaped
+void unescape(std::string_view raw, std::string *out)
+{
+    out->clear();
+    out->reserve(raw.size());
+
+    const auto *p = reinterpret_cast<const unsigned char *>(raw.data());
+    const auto *e = p + raw.size();
+
+    while (p < e) {
+        if (*p != '\\') {
+            out->push_back(char(*p++));
+            continue;
+        }
+        p++;
+        switch (*p++) {
+        case 'b': out->push_back('\b'); continue;
+        case 'f': out->push_back('\f'); continue;
+        case 'n': out->push_back('\n'); continue;
+        case 'r': out->push_back('\r'); continue;
+        case 't': out->push_back('\t'); continue;
+        case 'u': break;
+        default: out->push_back(char(p[-1])); continue;
+        }
+
+        uint32_t cp, lo;
+        hex4(p, e, &cp);
+        p += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            hex4(p + 2, e, &lo);
+            p += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        }
+
+        if (cp < 0x80) {
+            out->push_back(char(cp));
+        } else if (cp < 0x800) {
+            out->push_back(char(0xc0 | (cp >> 6)));
+            out->push_back(char(0x80 | (cp & 0x3f)));
+        } else if (cp < 0x10000) {
+            out->push_back(char(0xe0 | (cp >> 12)));
+            out->push_back(char(0x80 | ((cp >> 6) & 0x3f)));
+            out->push_back(char(0x80 | (cp & 0x3f)));
+        } else {
+            out->push_back(char(0xf0 | (cp >> 18)));
+            out->push_back(char(0x80 | ((cp >> 12) & 0x3f)));
+            out->push_back(char(0x80 | ((cp >> 6) & 0x3f)));
+            out->push_back(char(0x80 | (cp & 0x3f)));
+        }
+    }
 }
 
 bool fail(Verdict *out, const char *error, const std::string &path,
@@ -58,6 +272,7 @@ bool Schema::parse_field(json_t *def, Field *f, std::string *err)
         return false;
     }
 
+    f->is_string = f->type == "string";
     f->required = json_is_true(json_object_get(def, "required"));
 
     json_t *v;
@@ -160,6 +375,36 @@ bool Schema::load(const char *text, std::string *err)
                                                                "status")));
         c.retryable = json_is_true(json_object_get(def, "retryable"));
         codes_[name] = c;
+    }
+
+    // the fast path reads what it knows of these frames, as strings; a
+    // frame whose spec requires anything else gets no fast path
+    static const char *const fast_names[] = { "delta", "reasoning", "done" };
+
+    for (size_t k = 0; k < 3; k++) {
+        auto it = frames_.find(fast_names[k]);
+        FastDef d;
+        bool usable = it != frames_.end() && it->second.from != "sidecar";
+
+        for (size_t i = 0; usable && i < it->second.fields.size(); i++) {
+            const std::string &name = it->second.fields[i].first;
+            const Field *f = it->second.fields[i].second.get();
+
+            if (name == "request_id") {
+                d.request_id = f;
+            } else if (name == "text" && k < 2) {
+                d.text = f;
+            } else if (name == "finish_reason" && k == 2) {
+                d.finish_reason = f;
+            } else if (f->required) {
+                usable = false;
+            }
+        }
+
+        if (usable && d.request_id != nullptr) {
+            d.def = &it->second;
+            fast_[k] = d;
+        }
     }
 
     if (frames_.empty() || codes_.empty()) {
@@ -332,6 +577,222 @@ Verdict Schema::validate(json_t *frame, Direction dir) const
 
     check_fields(it->second.fields, frame, "", &out);
     return out;
+}
+
+bool Schema::fast_string(const Field *f, std::string_view raw, bool escaped,
+                         size_t len)
+{
+    if (!f->is_string || len < f->min_len || len > f->max_len) {
+        return false;
+    }
+    if ((f->id_charset || !f->enumeration.empty()) && escaped) {
+        return false;       // the full path decides
+    }
+    if (f->id_charset) {
+        for (char c : raw) {
+            if (!id_char(static_cast<unsigned char>(c))) {
+                return false;
+            }
+        }
+    }
+    if (!f->enumeration.empty()) {
+        for (const auto &e : f->enumeration) {
+            if (e == raw) {
+                return true;
+            }
+        }
+        return false;
+    }
+    return true;
+}
+
+bool Schema::read_fast(const char *data, size_t n, FastFrame *out,
+                       std::string *scratch) const
+{
+    struct Member {
+        std::string_view key;
+        std::string_view raw;
+        bool escaped;
+        size_t len;
+    };
+
+    constexpr size_t kMax = 8;
+    Member m[kMax];
+    size_t nm = 0;
+
+    const auto *p = reinterpret_cast<const unsigned char *>(data);
+    const auto *e = p + n;
+    const unsigned char *end;
+    bool esc;
+    size_t len;
+
+    // an object of string members, nothing after it
+
+    while (p < e && json_space(*p)) {
+        p++;
+    }
+    if (p == e || *p++ != '{') {
+        return false;
+    }
+
+    for (;;) {
+        while (p < e && json_space(*p)) {
+            p++;
+        }
+        if (p == e || *p != '"' || nm == kMax) {
+            return false;
+        }
+        if (!scan_string(p + 1, e, &end, &esc, &len) || esc) {
+            return false;
+        }
+        std::string_view key(reinterpret_cast<const char *>(p + 1),
+                             size_t(end - p - 1));
+        p = end + 1;
+
+        while (p < e && json_space(*p)) {
+            p++;
+        }
+        if (p == e || *p++ != ':') {
+            return false;
+        }
+        while (p < e && json_space(*p)) {
+            p++;
+        }
+        if (p == e || *p != '"') {
+            return false;
+        }
+        if (!scan_string(p + 1, e, &end, &esc, &len)) {
+            return false;
+        }
+        for (size_t i = 0; i < nm; i++) {
+            if (m[i].key == key) {
+                return false;   // a repeated member: the full path
+            }
+        }
+        m[nm++] = { key,
+                    std::string_view(reinterpret_cast<const char *>(p + 1),
+                                     size_t(end - p - 1)),
+                    esc, len };
+        p = end + 1;
+
+        while (p < e && json_space(*p)) {
+            p++;
+        }
+        if (p == e) {
+            return false;
+        }
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != '}') {
+            return false;
+        }
+        break;
+    }
+
+    while (p < e && json_space(*p)) {
+        p++;
+    }
+    if (p != e) {
+        return false;
+    }
+
+    // which frame, and its members as the spec has them
+
+    const Member *type = nullptr;
+    for (size_t i = 0; i < nm; i++) {
+        if (m[i].key == "type") {
+            type = &m[i];
+        }
+    }
+    if (type == nullptr || type->escaped) {
+        return false;
+    }
+
+    size_t k;
+    if (type->raw == "delta") {
+        k = 0;
+        out->kind = FastFrame::Kind::delta;
+    } else if (type->raw == "reasoning") {
+        k = 1;
+        out->kind = FastFrame::Kind::reasoning;
+    } else if (type->raw == "done") {
+        k = 2;
+        out->kind = FastFrame::Kind::done;
+    } else {
+        return false;
+    }
+
+    const FastDef &d = fast_[k];
+    if (d.def == nullptr) {
+        return false;
+    }
+
+    const Member *id = nullptr, *text = nullptr, *reason = nullptr;
+
+    for (size_t i = 0; i < nm; i++) {
+        const Member &x = m[i];
+
+        if (&x == type) {
+            continue;
+        }
+        if (x.key == "request_id") {
+            id = &x;
+            continue;
+        }
+        if (d.text != nullptr && x.key == "text") {
+            text = &x;
+            continue;
+        }
+        if (d.finish_reason != nullptr && x.key == "finish_reason") {
+            reason = &x;
+            continue;
+        }
+        // a field of the spec this path does not read goes the full way;
+        // others are ignored, as validate() ignores them
+        for (const auto &f : d.def->fields) {
+            if (x.key == f.first) {
+                return false;
+            }
+        }
+    }
+
+    if (id == nullptr || id->escaped
+        || !fast_string(d.request_id, id->raw, false, id->len)) {
+        return false;
+    }
+    if (d.text != nullptr
+        && (text == nullptr ? d.text->required
+                            : !fast_string(d.text, text->raw, text->escaped,
+                                           text->len))) {
+        return false;
+    }
+    if (reason != nullptr
+        && (reason->escaped
+            || !fast_string(d.finish_reason, reason->raw, false,
+                            reason->len))) {
+        return false;
+    }
+    if (reason == nullptr && d.finish_reason != nullptr
+        && d.finish_reason->required) {
+        return false;
+    }
+
+    out->request_id = id->raw;
+    out->finish_reason = reason ? reason->raw : std::string_view();
+    out->text = std::string_view();
+
+    if (text != nullptr) {
+        if (text->escaped) {
+            unescape(text->raw, scratch);
+            out->text = *scratch;
+        } else {
+            out->text = text->raw;
+        }
+    }
+
+    return true;
 }
 
 size_t frame_pre()

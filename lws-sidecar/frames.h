@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace chatbridge {
@@ -34,12 +35,34 @@ struct ErrorCode {
     bool retryable;
 };
 
+// The frames a browser sends most -- delta, reasoning, done -- read
+// without building a JSON tree.  The views point into the frame, or into
+// the scratch string for text with escapes.
+struct FastFrame {
+    enum class Kind { delta, reasoning, done };
+    Kind kind = Kind::delta;
+    std::string_view request_id;
+    std::string_view text;              // delta, reasoning
+    std::string_view finish_reason;     // done; empty if absent
+};
+
 class Schema {
 public:
+    Schema() = default;
+    Schema(const Schema &) = delete;            // fast_ points into frames_
+    Schema &operator=(const Schema &) = delete;
+
     // Loads a spec document; false with err if it is not usable.
     bool load(const char *text, std::string *err);
 
     Verdict validate(json_t *frame, Direction dir) const;
+
+    // The fast path for delta, reasoning and done frames with only string
+    // members and nothing to correct: true with *out filled, or false, and
+    // then the frame goes to json_loadb() and validate() as any other.  It
+    // never accepts a frame validate() would refuse.
+    bool read_fast(const char *p, size_t n, FastFrame *out,
+                   std::string *scratch) const;
 
     // default status and retryability of a browser error code
     ErrorCode error_code(const std::string &code) const;
@@ -58,6 +81,7 @@ private:
 
     struct Field {
         std::string type;
+        bool is_string = false;         // type == "string", for the fast path
         bool required = false;
         bool has_min = false, has_max = false;
         double min = 0, max = 0;
@@ -80,7 +104,18 @@ private:
     static bool check_fields(const FieldList &fields, json_t *obj,
                              const std::string &prefix, Verdict *out);
 
+    struct FastDef {
+        const FrameDef *def = nullptr;          // null: no fast path
+        const Field *request_id = nullptr;
+        const Field *text = nullptr;            // delta, reasoning
+        const Field *finish_reason = nullptr;   // done
+    };
+
+    static bool fast_string(const Field *f, std::string_view raw,
+                            bool escaped, size_t len);
+
     std::map<std::string, FrameDef> frames_;
+    FastDef fast_[3];                   // by FastFrame::Kind
     std::map<std::string, ErrorCode> codes_;
     std::unique_ptr<json_t, void (*)(json_t *)> examples_{nullptr,
                                                           json_decref};

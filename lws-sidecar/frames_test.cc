@@ -172,6 +172,155 @@ START_TEST(test_not_an_object)
 }
 END_TEST
 
+// The fast path (Schema::read_fast) may only accept what the full path
+// accepts, with the same values; returns whether it accepted.
+static bool fast_agrees(const std::string &text)
+{
+    FastFrame ff;
+    std::string scratch;
+    bool fast = schema.read_fast(text.data(), text.size(), &ff, &scratch);
+
+    if (!fast) {
+        return false;
+    }
+
+    json_error_t je;
+    json_t *j = json_loadb(text.data(), text.size(), 0, &je);
+    ck_assert_msg(j != nullptr, "fast path took what jansson refuses: %s",
+                  text.c_str());
+    Verdict v = schema.validate(j, Direction::browser);
+    ck_assert_msg(v.ok, "fast path took an invalid frame (%s): %s",
+                  v.message.c_str(), text.c_str());
+
+    static const char *const names[] = { "delta", "reasoning", "done" };
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")),
+                     names[int(ff.kind)]);
+
+    json_t *id = json_object_get(j, "request_id");
+    ck_assert(std::string(json_string_value(id), json_string_length(id))
+              == std::string(ff.request_id));
+
+    json_t *t = json_object_get(j, "text");
+    ck_assert(std::string(t ? json_string_value(t) : "",
+                          t ? json_string_length(t) : 0)
+              == std::string(ff.text));
+
+    json_t *fr = json_object_get(j, "finish_reason");
+    ck_assert(std::string(fr ? json_string_value(fr) : "",
+                          fr ? json_string_length(fr) : 0)
+              == std::string(ff.finish_reason));
+
+    json_decref(j);
+    return true;
+}
+
+START_TEST(test_fast_path)
+{
+    // the common shapes take the fast path
+    const char *const fast[] = {
+        "{\"type\":\"delta\",\"request_id\":\"abc\",\"text\":\"Hello\"}",
+        " { \"type\" : \"reasoning\" , \"request_id\" : \"r.1:x-y_z\" ,"
+        " \"text\" : \"hm\" } \n",
+        "{\"request_id\":\"r1\",\"text\":\"a\\\"b\\\\c\\n\\/\\u00e9"
+        "\\ud83d\\ude00\",\"type\":\"delta\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"x\","
+        "\"extra\":\"ignored\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\xe4\xb8\x96"
+        "\xf0\x9f\x98\x80\"}",
+        "{\"type\":\"done\",\"request_id\":\"r\"}",
+        "{\"type\":\"done\",\"request_id\":\"r\",\"finish_reason\":\"stop\"}",
+    };
+    for (const char *f : fast) {
+        ck_assert_msg(fast_agrees(f), "not on the fast path: %s", f);
+    }
+
+    // everything else is left to the full parser and validator
+    const char *const slow[] = {
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"a\","
+        "\"text\":\"b\"}",
+        "{\"type\":\"done\",\"request_id\":\"r\",\"usage\":"
+        "{\"prompt_tokens\":1}}",
+        "{\"type\":\"done\",\"request_id\":\"r\",\"usage\":\"x\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":5}",
+        "{\"type\":\"delta\",\"request_id\":\"r 1\",\"text\":\"x\"}",
+        "{\"type\":\"delta\",\"request_id\":\"\\u0072\",\"text\":\"x\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\\ud800\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\\udc00x\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\\u0000\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\\x\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\xc0\xaf\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\xed\xa0\x80\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"\xf4\x90\x80"
+        "\x80\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"a\tb\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"x\"} x",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"x\",}",
+        "{\"type\":\"d\\u0065lta\",\"request_id\":\"r\",\"text\":\"x\"}",
+        "{\"t\\u0079pe\":\"delta\",\"request_id\":\"r\",\"text\":\"x\"}",
+        "{\"type\":\"ping\",\"t\":1}",
+        "{\"type\":\"image\",\"request_id\":\"r\",\"url\":\"u\"}",
+        "{\"type\":\"delta\",\"text\":\"x\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\"}",
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"x\"",
+        "[\"type\",\"delta\"]",
+        "",
+    };
+    for (const char *f : slow) {
+        ck_assert_msg(!fast_agrees(f), "on the fast path: %s", f);
+    }
+
+    // lengths are the spec's, in bytes once unescaped
+    std::string id(65, 'a');
+    ck_assert(!fast_agrees("{\"type\":\"delta\",\"request_id\":\"" + id
+                           + "\",\"text\":\"x\"}"));
+    id.resize(64);
+    ck_assert(fast_agrees("{\"type\":\"delta\",\"request_id\":\"" + id
+                          + "\",\"text\":\"x\"}"));
+}
+END_TEST
+
+START_TEST(test_fast_path_mutations)
+{
+    // thousands of damaged frames: the fast path never takes one the full
+    // path refuses, and reads the same values from those it takes
+    const std::string base =
+        "{\"type\":\"delta\",\"request_id\":\"r-1\",\"text\":\"a\\\"\\u00e9"
+        "\\ud83d\\ude00 \xe4\xb8\x96\"}";
+    const char bytes[] = "\"\\{}:, u0dDa\x80\xbf\xc3\xe4\xed\xf0\xff\t\n";
+    uint32_t x = 2463534242u;
+    unsigned taken = 0;
+
+    for (int i = 0; i < 20000; i++) {
+        std::string f = base;
+        int edits = 1 + int(i % 3);
+
+        for (int k = 0; k < edits; k++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            size_t at = x % f.size();
+            char c = bytes[(x >> 16) % (sizeof(bytes) - 1)];
+
+            switch ((x >> 8) % 3) {
+            case 0:
+                f[at] = c;
+                break;
+            case 1:
+                f.insert(f.begin() + long(at), c);
+                break;
+            default:
+                f.erase(at, 1);
+            }
+        }
+
+        taken += fast_agrees(f);
+    }
+
+    ck_assert_uint_gt(taken, 100);
+}
+END_TEST
+
 int main()
 {
     Suite *s = suite_create("frames");
@@ -184,6 +333,8 @@ int main()
     tcase_add_test(tc, test_error_codes);
     tcase_add_test(tc, test_built_frames_are_valid);
     tcase_add_test(tc, test_not_an_object);
+    tcase_add_test(tc, test_fast_path);
+    tcase_add_test(tc, test_fast_path_mutations);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -293,6 +293,14 @@ int Server::ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
             b->rx.clear();
             return 0;
         }
+        if (lws_is_final_fragment(wsi)
+            && lws_remaining_packet_payload(wsi) == 0 && b->rx.empty()) {
+            // a whole message in one piece: no copy
+            server->bridge_.browser_message(b, static_cast<const char *>(in),
+                                            len);
+            return 0;
+        }
+
         b->rx.append(static_cast<const char *>(in), len);
 
         if (lws_is_final_fragment(wsi)

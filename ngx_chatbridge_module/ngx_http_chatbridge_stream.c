@@ -41,6 +41,7 @@ static ngx_int_t ngx_http_chatbridge_append(ngx_http_chatbridge_ctx_t *ctx,
 static ngx_int_t ngx_http_chatbridge_role(ngx_http_chatbridge_ctx_t *ctx);
 static ngx_int_t ngx_http_chatbridge_flush(ngx_http_chatbridge_ctx_t *ctx,
     ngx_uint_t last);
+static void ngx_http_chatbridge_idle(ngx_http_chatbridge_ctx_t *ctx);
 static ngx_int_t ngx_http_chatbridge_collect(ngx_http_chatbridge_ctx_t *ctx,
     ngx_chain_t ***last, u_char *text, size_t len);
 static void ngx_http_chatbridge_usage(ngx_http_chatbridge_ctx_t *ctx);
@@ -1252,12 +1253,12 @@ ngx_http_chatbridge_reserve(ngx_http_chatbridge_ctx_t *ctx, size_t size)
         }
     }
 
-    /* a free buffer that fits, or a new one */
+    /* a free buffer that fits, or one whose memory went back when idle */
 
     for (ll = &ctx->free; *ll; ll = &(*ll)->next) {
         b = (*ll)->buf;
 
-        if ((size_t) (b->end - b->start) >= size) {
+        if (b->start == NULL || (size_t) (b->end - b->start) >= size) {
             cl = *ll;
             *ll = cl->next;
             goto found;
@@ -1269,16 +1270,33 @@ ngx_http_chatbridge_reserve(ngx_http_chatbridge_ctx_t *ctx, size_t size)
         return NULL;
     }
 
-    b = ngx_create_temp_buf(ctx->request->pool,
-                            ngx_max(size, NGX_HTTP_CHATBRIDGE_BUF_SIZE));
+    b = ngx_calloc_buf(ctx->request->pool);
     if (b == NULL) {
         return NULL;
     }
 
+    b->temporary = 1;
     b->tag = (ngx_buf_tag_t) &ngx_http_chatbridge_module;
     cl->buf = b;
 
 found:
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < size) {
+
+        /*
+         * NGX_HTTP_CHATBRIDGE_BUF_SIZE is over the request pool's limit,
+         * so the memory is a large allocation that ngx_pfree() gives back
+         */
+
+        size = ngx_max(size, NGX_HTTP_CHATBRIDGE_BUF_SIZE);
+
+        b->start = ngx_palloc(ctx->request->pool, size);
+        if (b->start == NULL) {
+            return NULL;
+        }
+
+        b->end = b->start + size;
+    }
 
     b->pos = b->start;
     b->last = b->start;
@@ -1401,7 +1419,40 @@ ngx_http_chatbridge_flush(ngx_http_chatbridge_ctx_t *ctx, ngx_uint_t last)
         ngx_del_timer(c->write);
     }
 
+    ngx_http_chatbridge_idle(ctx);
+
     return NGX_OK;
+}
+
+
+/*
+ * Everything went out: the buffers' memory goes back until the next record,
+ * so that a stream that waits for its browser (most of a stream's life)
+ * holds none.
+ */
+
+static void
+ngx_http_chatbridge_idle(ngx_http_chatbridge_ctx_t *ctx)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    for (cl = ctx->free; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->start == NULL) {
+            continue;
+        }
+
+        if (ngx_pfree(ctx->request->pool, b->start) != NGX_OK) {
+            continue;       /* from the pool itself: keep it */
+        }
+
+        b->start = NULL;
+        b->end = NULL;
+        b->pos = NULL;
+        b->last = NULL;
+    }
 }
 
 
