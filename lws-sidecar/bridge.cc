@@ -301,7 +301,8 @@ Browser *Bridge::pick(const Request *r, bool *eligible, bool *human) const
     for (Browser *b : browsers_) {
         if (b->state == Browser::State::hello
             || b->state == Browser::State::closing
-            || !b->can_serve(r->kind, r->model)) {
+            || !b->can_serve(r->kind, r->model)
+            || (!r->refused_by.empty() && b->id == r->refused_by)) {
             continue;
         }
         if (b->state == Browser::State::needs_human) {
@@ -968,9 +969,11 @@ void Bridge::on_answer(Browser *b, const char *type, json_t *f)
             dirty_ = true;
         }
 
-        // a tab that cannot take it now: another tab may
+        // a tab that cannot take it now: another tab may (never the same
+        // one again; with no other tab, the client hears why)
         if (!r->answered && (code == "needs_human" || code == "busy")
-            && r->attempts <= opts_.retries) {
+            && r->attempts <= opts_.retries && another_can_serve(r, b)) {
+            r->refused_by = b->id;
             detach(r);
             dispatch(r);
             return;
@@ -980,6 +983,17 @@ void Bridge::on_answer(Browser *b, const char *type, json_t *f)
         fail(r, status, code, str(f, "message"), retryable, after);
         pump();
     }
+}
+
+bool Bridge::another_can_serve(const Request *r, const Browser *b) const
+{
+    for (const Browser *o : browsers_) {
+        if (o != b && o->state == Browser::State::ready
+            && o->can_serve(r->kind, r->model)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void Bridge::bad_frame(Browser *b, json_t *f, const Verdict &v)

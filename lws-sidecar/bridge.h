@@ -52,6 +52,7 @@ struct Request {
     bool answered = false;          // content went to the client
     bool finishing = false;         // final record written or pending
     bool paused = false;            // pause sent to the browser
+    std::string refused_by;         // a browser that answered busy
     std::list<Pending> pending;     // rare: allocates nothing while empty
     size_t pending_bytes = 0;
 };
@@ -92,6 +93,7 @@ private:
     // dispatch
     void dispatch(Request *r);
     Browser *pick(const Request *r, bool *eligible, bool *human) const;
+    bool another_can_serve(const Request *r, const Browser *b) const;
     void assign(Request *r, Browser *b);
     void detach(Request *r);
     void pump();

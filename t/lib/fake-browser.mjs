@@ -25,6 +25,7 @@
 //   [[fail-once FILE]]      the first task to create FILE fails with an
 //                           error frame (site_error 502); others answer (so
 //                           one of the n parts of an images request fails)
+//   [[busy-once FILE]]      likewise, but the tab answers busy (503)
 //
 // Events (task, cancel, pause, resume, protocol errors) go to --log as JSON
 // lines, so a test can see that a cancel reached the browser.
@@ -143,6 +144,16 @@ async function work(client, task, tracked) {
     catch (_) { /* another task was first */ }
     if (first) {
       client.sendError(id, 'site_error', 'scripted failure (fail-once)', { status: 502 });
+      return;
+    }
+  }
+
+  if (d['busy-once']) {
+    let first = false;
+    try { fs.closeSync(fs.openSync(String(d['busy-once']), 'wx')); first = true; }
+    catch (_) { /* another task was first */ }
+    if (first) {
+      client.sendError(id, 'busy', 'scripted busy (busy-once)', { status: 503, retryable: true, retryAfter: 1 });
       return;
     }
   }
