@@ -44,10 +44,10 @@ UNIT_TESTS   = $(BUILD)/tests/cb_shm_test $(BUILD)/tests/cb_json_test \
                $(BUILD)/tests/cb_openai_test $(BUILD)/tests/cb_jsonc_test \
                $(BUILD)/tests/cb_arena_test $(BUILD)/tests/frames_test
 
-.PHONY: all module sidecar userscript run test unit prove node-tests browser-tests \
+.PHONY: all module sidecar userscript sillytavern run test unit prove node-tests browser-tests \
         bench bench-smoke bench-bin lint clean deps deps-test
 
-all: module sidecar userscript
+all: module sidecar userscript sillytavern
 
 deps:
 	@util/deps.sh run
@@ -74,6 +74,15 @@ $(USERSCRIPT): $(wildcard browser/userscript/*.js) browser/common/cb-protocol.js
                browser/userscript/build.sh
 	@mkdir -p $(dir $@)
 	browser/userscript/build.sh $@
+
+# --- the SillyTavern extension as a folder of its own (build/sillytavern/)
+
+ST_EXTENSION = $(BUILD)/sillytavern/index.js
+
+sillytavern: $(ST_EXTENSION)
+
+$(ST_EXTENSION): $(wildcard browser/sillytavern/*) browser/common/cb-protocol.js
+	browser/sillytavern/build.sh $(BUILD)/sillytavern
 
 # --- the sidecar
 
@@ -170,6 +179,10 @@ node-tests: all
 
 browser-tests: all
 	@util/test.sh browser
+
+.PHONY: sillytavern-tests
+sillytavern-tests: all
+	@util/test.sh sillytavern
 
 bench:
 	@util/deps.sh bench

@@ -31,8 +31,9 @@ src=${NGINX_SRC:-/usr/share/nginx/src}
 module=$bld/nginx/ngx_http_chatbridge_module.so
 sidecar=$bld/chatbridge-sidecar
 userscript=$bld/chatbridge.user.js
+extension=$bld/sillytavern
 
-for f in "$module" "$sidecar" "$userscript"; do
+for f in "$module" "$sidecar" "$userscript" "$extension/index.js"; do
     [ -s "$f" ] || die "$f is missing (make deb builds it)"
 done
 if objdump -p "$module" "$sidecar" | grep -qE 'NEEDED +lib(a|ub|t|l)san'
@@ -233,6 +234,9 @@ strip_to lib "$module" "$dir/usr/lib/nginx/modules/${module##*/}"
 install -D -m 644 "$pkg/module/mod-http-chatbridge.conf" \
         "$dir/usr/share/nginx/modules-available/mod-http-chatbridge.conf"
 install -D -m 644 "$userscript" "$dir/usr/share/chatbridge/chatbridge.user.js"
+# the SillyTavern extension, a folder to copy into SillyTavern
+install -d "$dir/usr/share/chatbridge/sillytavern"
+install -m 644 "$extension"/* "$dir/usr/share/chatbridge/sillytavern/"
 # nginx-conf/: every file as an example; the snippets the examples include
 # from /etc/chatbridge/nginx/ there too, as conffiles, so that the examples
 # work as written

@@ -126,6 +126,9 @@ is(slurp("$dir/$m$AVAILABLE"), "load_module $SO;\n",
    "$AVAILABLE loads it");
 ok($files{$m}{'/usr/share/chatbridge/chatbridge.user.js'},
    'the userscript in /usr/share/chatbridge/');
+ok($files{$m}{"/usr/share/chatbridge/sillytavern/$_"},
+   "the SillyTavern extension's $_ in /usr/share/chatbridge/sillytavern/")
+    for qw(manifest.json index.js cb-protocol.js settings.html style.css);
 opendir my $dh, "$TOP/nginx-conf" or die;
 my @examples = sort grep { /\.conf$/ } readdir $dh;
 closedir $dh;

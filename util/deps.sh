@@ -19,7 +19,7 @@ run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
           build-essential ca-certificates curl)
 deb_pkgs=(dpkg-dev binutils)
 lint_pkgs=(lintian)
-test_pkgs=(check perl openssl chromium libio-socket-ssl-perl)
+test_pkgs=(check perl openssl chromium libio-socket-ssl-perl git)
 bench_pkgs=(wrk)
 
 case "$tier" in

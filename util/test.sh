@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: every tier, then one closing line "N passed, M failed".
 #
-#   util/test.sh            unit, node, prove, browser
+#   util/test.sh            unit, node, prove, browser, sillytavern
 #   util/test.sh TIER...    only those tiers
 #
 # Each tier's own runner prints its report (Check, node --test, prove).
@@ -12,7 +12,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 
 tiers=("$@")
-[ ${#tiers[@]} -eq 0 ] && tiers=(unit node prove browser)
+[ ${#tiers[@]} -eq 0 ] && tiers=(unit node prove browser sillytavern)
 
 passed=0
 failed=0
@@ -110,6 +110,38 @@ tier_browser() {
         status=1
         grep -E '^not ok' -A30 "$log" | head -80
     fi
+}
+
+# The SillyTavern extension inside the real SillyTavern 1.19.0 (npm), driven
+# by Chromium. t/sillytavern/setup.sh installs SillyTavern once into a cache
+# outside the repository (${XDG_CACHE_HOME:-~/.cache}/chatbridge); each test
+# file runs as its own process (so a timeout's signal reaches the code that
+# stops SillyTavern, Chromium, nginx and the mock), all of it bounded.
+tier_sillytavern() {
+    node_deps || { failed=$((failed + 1)); status=1; return; }
+    echo "== sillytavern tier (SillyTavern 1.19.0, Chromium)"
+    local st f rc p n
+    if ! st=$(timeout -k 10 300 t/sillytavern/setup.sh); then
+        echo "sillytavern: t/sillytavern/setup.sh failed"
+        failed=$((failed + 1))
+        status=1
+        return
+    fi
+    for f in t/sillytavern/*.test.mjs; do
+        CB_ST_DIR="$st" NODE_PATH="$top/t/node_modules" \
+            timeout -k 10 330 node --test-reporter=tap "$f" 2>&1 | tee "$log" \
+            | grep -E '^(not ok|ok|# (tests|pass|fail))|^    (not )?ok '
+        rc=${PIPESTATUS[0]}
+        p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
+        n=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
+        passed=$((passed + ${p:-0}))
+        failed=$((failed + ${n:-0}))
+        if [ "$rc" != 0 ] || [ -z "$p" ]; then
+            status=1
+            [ "${n:-0}" = 0 ] && failed=$((failed + 1))
+            grep -E '^ *not ok' -A30 "$log" | head -80
+        fi
+    done
 }
 
 for t in "${tiers[@]}"; do
