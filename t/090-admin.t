@@ -264,6 +264,13 @@ $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key wrong-k
 isnt($?, 0, 'chatbridgectl with a wrong key fails');
 like($out, qr/Incorrect API key/, 'saying why');
 
+# its key from a file in chatbridge_admin_keys_file's format
+put($t->dir . '/ctl.keys', "# operators\nops $admin\n");
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key-file ${\ $t->dir }/ctl.keys capture --timeout 1 2>&1`;
+unlike($out, qr/Incorrect API key|no admin key/, 'chatbridgectl --key-file takes "NAME KEY" lines')
+    or diag($out);
+like($out, qr/Retry|time/i, 'and reaches the command') or diag($out);
+
 # --- after a reload, the files carry the captures
 
 $t->reload_nginx;
