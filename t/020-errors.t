@@ -34,7 +34,10 @@ $t->start_nginx(
                  chatbridge_idle_timeout 1s;
                  chatbridge_keepalive 10s;',
     server => 'location /limited/ { chatbridge; limit_req zone=one;
-                   limit_req_status 429; }');
+                   limit_req_status 429; }
+               location /gate/ { chatbridge;
+                   if ($arg_code = 503) { return 503; }
+                   if ($arg_code = 504) { return 504; } }');
 $t->start_browser;
 ok($t->wait_browsers(1), 'browser connected');
 
@@ -186,6 +189,12 @@ ok(ChatBridgeTest::wait_for(sub { scalar($t->events('cancel')) >= 2 }, 3),
 $r = $t->http(POST => '/limited/chat/completions', $ok_body, \%auth);
 $r = $t->http(POST => '/limited/chat/completions', $ok_body, \%auth);
 error_ok($t, $r, 429, 'rate_limit_exceeded', 'limit_req rejection');
+
+# any page nginx makes itself in such a location (here "return")
+$r = $t->http(POST => '/gate/chat/completions?code=503', $ok_body, \%auth);
+error_ok($t, $r, 503, 'service_unavailable', "nginx's own 503");
+$r = $t->http(POST => '/gate/chat/completions?code=504', $ok_body, \%auth);
+error_ok($t, $r, 504, 'gateway_timeout', "nginx's own 504");
 
 $r = $t->http(OPTIONS => '/v1/chat/completions', undef,
               { Origin => 'https://app.example' });
