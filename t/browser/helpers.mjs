@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { sleep, waitFor } from '../node/harness.mjs';
+
 const require = createRequire(import.meta.url);
 const { WebSocketServer } = require('ws');
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -23,17 +25,7 @@ const P = require(`${TOP}/browser/common/cb-protocol.js`);
 export const spec = JSON.parse(fs.readFileSync(`${TOP}/browser/protocol/protocol-v1.json`, 'utf8'));
 export const validator = P.createValidator(spec);
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-export async function waitFor(cond, ms = 5000, what = 'condition') {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await cond();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
+export { sleep, waitFor };
 
 // ───────────────────────────── Chromium ─────────────────────────────
 
