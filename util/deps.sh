@@ -5,7 +5,7 @@
 #   util/deps.sh deb     the above, plus dpkg-dev (make deb)
 #   util/deps.sh test    run and deb, plus Check, Perl test modules, Node.js,
 #                        Chromium, lintian (t/160-deb.t checks the packages)
-#   util/deps.sh bench   the above, plus wrk
+#   util/deps.sh bench   the above, plus taskset (util-linux)
 #
 # As root, missing packages are installed with apt-get (services are kept from
 # starting during the install, so Debian's nginx does not take port 80).
@@ -20,7 +20,7 @@ run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
 deb_pkgs=(dpkg-dev binutils)
 lint_pkgs=(lintian)
 test_pkgs=(check perl openssl chromium libio-socket-ssl-perl git)
-bench_pkgs=(wrk)
+bench_pkgs=(util-linux)   # taskset
 
 case "$tier" in
     run)   want=("${run_pkgs[@]}") ;;
