@@ -113,6 +113,8 @@ sidecar: $(SIDECAR)
 
 # --- unit tests (Check), beside the code they test
 
+$(UNIT_TESTS): common/cb_check.h
+
 $(BUILD)/tests/cb_shm_test: common/cb_shm_test.c common/cb_shm.c \
                             common/cb_shm.h
 	@mkdir -p $(dir $@)

@@ -7,7 +7,7 @@
  */
 
 
-#include <check.h>
+#include "cb_check.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -614,10 +614,8 @@ END_TEST
 int
 main(void)
 {
-    int       failed;
-    Suite    *s;
-    TCase    *tc;
-    SRunner  *sr;
+    Suite  *s;
+    TCase  *tc;
 
     s = suite_create("cb_shm");
     tc = tcase_create("core");
@@ -640,10 +638,5 @@ main(void)
 
     suite_add_tcase(s, tc);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-
-    return failed ? 1 : 0;
+    return cb_check_run(s);
 }

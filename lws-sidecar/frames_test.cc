@@ -6,7 +6,7 @@
 
 #include "frames.h"
 
-#include <check.h>
+#include "cb_check.h"
 #include <libwebsockets.h>
 
 #include <cstring>
@@ -337,9 +337,5 @@ int main()
     tcase_add_test(tc, test_fast_path_mutations);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return cb_check_run(s);
 }

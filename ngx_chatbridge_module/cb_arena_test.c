@@ -8,7 +8,7 @@
  */
 
 
-#include <check.h>
+#include "cb_check.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,10 +443,8 @@ END_TEST
 int
 main(void)
 {
-    int       failed;
-    Suite    *s;
-    TCase    *tc;
-    SRunner  *sr;
+    Suite  *s;
+    TCase  *tc;
 
     s = suite_create("cb_arena");
     tc = tcase_create("core");
@@ -464,10 +462,5 @@ main(void)
 
     suite_add_tcase(s, tc);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-
-    return failed ? 1 : 0;
+    return cb_check_run(s);
 }

@@ -7,7 +7,7 @@
  */
 
 
-#include <check.h>
+#include "cb_check.h"
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,10 +333,8 @@ END_TEST
 int
 main(void)
 {
-    int       failed;
-    Suite    *s;
-    TCase    *tc;
-    SRunner  *sr;
+    Suite  *s;
+    TCase  *tc;
 
     s = suite_create("cb_json");
     tc = tcase_create("core");
@@ -354,10 +352,5 @@ main(void)
 
     suite_add_tcase(s, tc);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-
-    return failed ? 1 : 0;
+    return cb_check_run(s);
 }

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <check.h>
+#include "cb_check.h"
 
 #include "cb_jsonc.h"
 
@@ -695,14 +695,5 @@ cb_jsonc_suite(void)
 int
 main(void)
 {
-    int       failed;
-    SRunner  *sr;
-
-    sr = srunner_create(cb_jsonc_suite());
-
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-
-    return failed != 0;
+    return cb_check_run(cb_jsonc_suite());
 }
