@@ -51,6 +51,21 @@ tier_unit() {
     done
 }
 
+# the counts of a `node --test --test-reporter=tap` run in $log, whose
+# exit code was $1; a run that failed without a failing test counts as one
+count_tap() {
+    local rc=$1 p f
+    p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
+    f=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ "$rc" != 0 ] || [ -z "$p" ]; then
+        status=1
+        [ "${f:-0}" = 0 ] && failed=$((failed + 1))
+        grep -E '^ *not ok' -A30 "$log" | head -80
+    fi
+}
+
 tier_node() {
     node_deps || { failed=$((failed + 1)); status=1; return; }
     echo "== node --test"
@@ -59,19 +74,10 @@ tier_node() {
     files=(browser/common/*.test.mjs t/node/*.test.mjs)
     shopt -u nullglob
     CB_WS_MODULE="$top/t/node_modules/ws" NODE_PATH="$top/t/node_modules" \
-        node --test --test-reporter=tap "${files[@]}" \
+        timeout -k 10 600 node --test --test-reporter=tap "${files[@]}" \
         2>&1 | tee "$log" | grep -E '^(not ok|# (tests|pass|fail))|^ok ' \
         | grep -v '^    '
-    local rc=${PIPESTATUS[0]}
-    local p f
-    p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
-    f=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
-    passed=$((passed + ${p:-0}))
-    failed=$((failed + ${f:-0}))
-    if [ "$rc" != 0 ] || [ -z "$p" ]; then
-        status=1
-        grep -E '^not ok' -A20 "$log" | head -60
-    fi
+    count_tap "${PIPESTATUS[0]}"
 }
 
 tier_prove() {
@@ -97,19 +103,10 @@ tier_browser() {
     fi
     node_deps || { failed=$((failed + 1)); status=1; return; }
     echo "== browser tier (Chromium)"
-    NODE_PATH="$top/t/node_modules" node --test --test-reporter=tap \
-        --test-concurrency=1 t/browser/*.test.mjs 2>&1 | tee "$log" \
-        | grep -E '^(not ok|ok|# (tests|pass|fail))'
-    local rc=${PIPESTATUS[0]}
-    local p f
-    p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
-    f=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
-    passed=$((passed + ${p:-0}))
-    failed=$((failed + ${f:-0}))
-    if [ "$rc" != 0 ] || [ -z "$p" ]; then
-        status=1
-        grep -E '^not ok' -A30 "$log" | head -80
-    fi
+    NODE_PATH="$top/t/node_modules" timeout -k 10 900 node --test \
+        --test-reporter=tap --test-concurrency=1 t/browser/*.test.mjs 2>&1 \
+        | tee "$log" | grep -E '^(not ok|ok|# (tests|pass|fail))'
+    count_tap "${PIPESTATUS[0]}"
 }
 
 # The SillyTavern extension inside the real SillyTavern 1.19.0 (npm), driven
@@ -120,7 +117,7 @@ tier_browser() {
 tier_sillytavern() {
     node_deps || { failed=$((failed + 1)); status=1; return; }
     echo "== sillytavern tier (SillyTavern 1.19.0, Chromium)"
-    local st f rc p n
+    local st f
     if ! st=$(timeout -k 10 300 t/sillytavern/setup.sh); then
         echo "sillytavern: t/sillytavern/setup.sh failed"
         failed=$((failed + 1))
@@ -131,16 +128,7 @@ tier_sillytavern() {
         CB_ST_DIR="$st" NODE_PATH="$top/t/node_modules" \
             timeout -k 10 330 node --test-reporter=tap "$f" 2>&1 | tee "$log" \
             | grep -E '^(not ok|ok|# (tests|pass|fail))|^    (not )?ok '
-        rc=${PIPESTATUS[0]}
-        p=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
-        n=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')
-        passed=$((passed + ${p:-0}))
-        failed=$((failed + ${n:-0}))
-        if [ "$rc" != 0 ] || [ -z "$p" ]; then
-            status=1
-            [ "${n:-0}" = 0 ] && failed=$((failed + 1))
-            grep -E '^ *not ok' -A30 "$log" | head -80
-        fi
+        count_tap "${PIPESTATUS[0]}"
     done
 }
 
