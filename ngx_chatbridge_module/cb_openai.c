@@ -138,7 +138,7 @@ cb_chat_parse(cb_chat_t *chat, const char *body, size_t len,
     }
 
     if (opts->bypass) {
-        cb_chat_bypass(chat);
+        cb_chat_bypass(chat->messages);
     }
 
     chat->prompt_tokens = nm.tokens;
@@ -151,9 +151,9 @@ cb_chat_parse(cb_chat_t *chat, const char *body, size_t len,
 /* bypass mode: a user message of a single space goes last */
 
 void
-cb_chat_bypass(cb_chat_t *chat)
+cb_chat_bypass(json_t *messages)
 {
-    json_array_append_new(chat->messages,
+    json_array_append_new(messages,
                           json_pack("{s:s, s:s}", "role", "user",
                                     "content", " "));
 }

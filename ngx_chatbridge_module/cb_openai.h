@@ -63,7 +63,7 @@ typedef struct {
 int cb_chat_parse(cb_chat_t *chat, const char *body, size_t len,
     const cb_chat_opts_t *opts, cb_err_t *err);
 void cb_chat_free(cb_chat_t *chat);
-void cb_chat_bypass(cb_chat_t *chat);
+void cb_chat_bypass(json_t *messages);
 
 int cb_image_parse(cb_image_t *img, const char *body, size_t len,
     cb_err_t *err);

@@ -157,8 +157,8 @@ ngx_http_chatbridge_arena_merge(ngx_conf_t *cf,
 
 ngx_int_t
 ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
-    ngx_http_chatbridge_part_t *part, json_t *messages, int *image,
-    json_t **arena, cb_err_t *err)
+    ngx_http_chatbridge_part_t *part, json_t *messages, ngx_uint_t bypass,
+    int *image, json_t **arena, cb_err_t *err)
 {
     int                               i, mapped;
     char                              model[CB_MODEL_LEN + 1];
@@ -183,6 +183,12 @@ ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
     live = ngx_http_chatbridge_arena_live(r);
 
     cb_arena_model(lcf->arena, model, &uuid, &uuid_len, image);
+
+    /* bypass mode's trailing user turn: image models do without it */
+
+    if (bypass && !*image) {
+        cb_chat_bypass(messages);
+    }
 
     n = cb_arena_pool(lcf->arena, live, model, pool, CB_ARENA_POOL_MAX,
                       &mapped);

@@ -69,7 +69,6 @@ ngx_http_chatbridge_chat_body(ngx_http_request_t *r)
     ngx_str_t                        body;
     cb_chat_t                        chat;
     ngx_int_t                        rc;
-    const char                      *uuid;
     cb_chat_opts_t                   opts;
     ngx_http_chatbridge_ctx_t       *ctx;
     ngx_http_chatbridge_loc_conf_t  *lcf;
@@ -125,15 +124,9 @@ ngx_http_chatbridge_chat_body(ngx_http_request_t *r)
     arena = NULL;
 
     if (lcf->arena) {
-        cb_arena_model(lcf->arena, chat.model, &uuid, &len, &image);
-
-        if (lcf->bypass && !image) {
-            cb_chat_bypass(&chat);
-        }
-
         rc = ngx_http_chatbridge_arena_session(r, &ctx->parts[0],
-                                               chat.messages, &image, &arena,
-                                               &err);
+                                               chat.messages, lcf->bypass,
+                                               &image, &arena, &err);
         if (rc != NGX_OK) {
             cb_chat_free(&chat);
 
@@ -225,8 +218,8 @@ ngx_http_chatbridge_images_body(ngx_http_request_t *r)
         }
 
         if (lcf->arena) {
-            rc = ngx_http_chatbridge_arena_session(r, part, messages, &image,
-                                                   &arena, &err);
+            rc = ngx_http_chatbridge_arena_session(r, part, messages, 0,
+                                                   &image, &arena, &err);
             if (rc != NGX_OK) {
                 json_decref(messages);
                 json_decref(params);

@@ -326,8 +326,8 @@ char *ngx_http_chatbridge_arena_merge(ngx_conf_t *cf,
     ngx_http_chatbridge_loc_conf_t *prev,
     ngx_http_chatbridge_loc_conf_t *conf);
 ngx_int_t ngx_http_chatbridge_arena_session(ngx_http_request_t *r,
-    ngx_http_chatbridge_part_t *part, json_t *messages, int *image,
-    json_t **arena, cb_err_t *err);
+    ngx_http_chatbridge_part_t *part, json_t *messages, ngx_uint_t bypass,
+    int *image, json_t **arena, cb_err_t *err);
 void ngx_http_chatbridge_arena_failed(ngx_http_request_t *r,
     ngx_http_chatbridge_part_t *part);
 json_t *ngx_http_chatbridge_arena_live(ngx_http_request_t *r);
