@@ -973,8 +973,9 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
         got += chunk.choices[0] ? chunk.choices[0].delta.content || '' : '';
         if (got && !failure) {
           failure = 'closing';
-          const owner = whoAsked(t1);
-          assert.ok(owner, 'a tab made the request');
+          // Playwright reports the page's request asynchronously: the first
+          // token can reach the SDK before the 'request' event reaches us.
+          const owner = await waitFor(() => whoAsked(t1), 5000, 'the tab that made the request');
           await owner.page.close();
         }
       }
