@@ -9,6 +9,7 @@ use lib 't/lib';
 use ChatBridgeTest;
 use IO::Socket::INET;
 use Test::More;
+use Time::HiRes qw(time);
 
 sub error_ok {
     my ($t, $r, $status, $code, $name) = @_;
@@ -173,6 +174,9 @@ $r = $t->http(POST => '/v1/chat/completions',
               { model => 'm', messages => [{ role => 'user',
                 content => 'x [[silent]]' }] }, \%auth);
 error_ok($t, $r, 504, 'browser_timeout', 'silent browser');
+my $waited = time - $t0;
+ok($waited >= 0.9 && $waited < 4,
+   sprintf('after chatbridge_idle_timeout 1s (%.2f s)', $waited));
 
 $st = $t->raw(POST => '/v1/chat/completions', {
     model => 'm', stream => JSON::PP::true,

@@ -93,6 +93,8 @@ $res = $t->raw(POST => '/v1/chat/completions', {
 is($err->{error}{code}, 'browser_disconnected',
    'browser gone mid-stream: an error event');
 my ($closing) = grep { $_->{event} eq 'closing' } $t->events;
+ok(defined $dropped_at && $closing, 'the error event came, after the close')
+    or BAIL_OUT('no error event or no close');
 ok($dropped_at - $closing->{t} / 1000 < 1,
    sprintf('within 1 s of the drop (%.0f ms)',
            ($dropped_at - $closing->{t} / 1000) * 1000));

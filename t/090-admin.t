@@ -220,7 +220,6 @@ put("$dir/model_endpoint_map.json", <<'JSON');
 }
 JSON
 $t->reload_nginx;
-sleep 1;
 $r = $t->http(POST => '/chatbridge/admin/capture', { model => 'claude' },
               \%auth);
 is($r->{status}, 200, 'capture for a pool: 200');
@@ -274,7 +273,6 @@ like($out, qr/Retry|time/i, 'and reaches the command') or diag($out);
 # --- after a reload, the files carry the captures
 
 $t->reload_nginx;
-sleep 1;
 $r = $t->http(POST => '/v1/chat/completions',
               { model => 'gemini', messages => [{ role => 'user',
                                                   content => 'x' }] });

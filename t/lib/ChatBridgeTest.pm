@@ -28,6 +28,10 @@ our $SIDECAR = "$TOP/build/chatbridge-sidecar";
 
 my $json = JSON::PP->new->utf8->canonical;
 
+# a test stopped by a signal (^C, a timeout) still runs its destructors,
+# which stop every process it started
+$SIG{$_} = sub { exit 1 } for qw(INT TERM HUP);
+
 sub new {
     my ($class, %o) = @_;
 
@@ -103,7 +107,7 @@ sub kill_sidecar {
     my ($self, $signal) = @_;
     my $pid = delete $self->{sidecar} or return;
     kill $signal // 'TERM', $pid;
-    waitpid $pid, 0;
+    reap($pid, 10) or do { kill 'KILL', $pid; waitpid $pid, 0 };
     delete $self->{pids}{$pid};
 }
 
@@ -137,14 +141,40 @@ sub start_nginx {
         if waitpid($pid, WNOHANG) == $pid;
 
     # the workers link to the sidecar right after they start (seen on
-    # /chatbridge/status over plain http, unless the test says it cannot)
-    if ($self->{sidecar} && !$o{tls}) {
-        wait_for(sub { ($self->status->{link} // '') eq 'ready'
-                       && @{ $self->status->{workers} // [] } >= $workers },
-                 5);
+    # /chatbridge/status over plain http, unless the test says it cannot:
+    # TLS, or linked => 0 for a configuration without a status location)
+    $self->{workers} = $workers;
+    $self->{linked} = !$o{tls} && ($o{linked} // 1);
+    if ($self->{sidecar} && $self->{linked}) {
+        $self->wait_linked($workers)
+            or die "the workers did not link to the sidecar:\n"
+                   . $self->log('error') . $self->log('sidecar');
     }
 
     return $pid;
+}
+
+sub wait_linked {
+    my ($self, $workers) = @_;
+    return wait_for(sub {
+        my $s = $self->status;
+        ($s->{link} // '') eq 'ready' && @{ $s->{workers} // [] } >= $workers;
+    }, 5);
+}
+
+# the pids of nginx's workers now: the master's children
+sub worker_pids {
+    my ($self) = @_;
+    my $master = $self->{nginx} or return;
+    my @pids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh> // next;
+        # pid (comm) state ppid ...; comm may hold spaces and parentheses
+        my ($pid, $ppid) = $line =~ /^(\d+) \(.*\) \S+ (\d+)/s or next;
+        push @pids, $pid if $ppid == $master;
+    }
+    return @pids;
 }
 
 # "nginx -t" of the configuration start_nginx would write for %o: returns
@@ -311,29 +341,64 @@ sub example_files {
 sub start_mock_llm {
     my ($self, @args) = @_;
 
-    my $port = free_port();
-    $self->spawn('mock-llm', "$self->{dir}/mock-llm.log", 'node',
-                 "$TOP/t/lib/mock-llm.mjs", '--port', $port, @args);
+    # it binds port 0 and prints "listening PORT" first: no race for a port
+    my $n = ++$self->{mocks};
+    my $log = "$self->{dir}/mock-llm" . ($n > 1 ? "-$n" : '') . '.log';
+    $self->spawn('mock-llm', $log, 'node', "$TOP/t/lib/mock-llm.mjs",
+                 '--port', 0, @args);
 
-    wait_for(sub { my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                                 PeerPort => $port);
-                   $s ? 1 : 0 }, 10)
-        or die "the mock LLM did not start:\n" . $self->log('mock-llm');
+    my $port;
+    wait_for(sub { ($port) = $self->log($log) =~ /^listening (\d+)$/m;
+                   $port }, 10)
+        or die "the mock LLM did not start:\n" . $self->log($log);
 
     return $port;
 }
 
+# nginx -s reload; returns once the new workers run (and have linked to
+# the sidecar, if there is one) and every old worker has gone or is
+# shutting down: from then on, new connections reach the new workers.  An
+# old worker may live on while a proxied WebSocket (a browser) holds it,
+# up to worker_shutdown_timeout.
 sub reload_nginx {
     my ($self) = @_;
+    my %old = map { $_ => 1 } $self->worker_pids;
     kill 'HUP', $self->{nginx};
+
+    my @new;
+    wait_for(sub {
+        my @w = $self->worker_pids;
+        @new = grep { !$old{$_} } @w;
+        return 0 unless @new >= $self->{workers};
+        for my $pid (grep { $old{$_} } @w) {
+            open my $fh, '<', "/proc/$pid/cmdline" or next;
+            return 0 unless (<$fh> // '') =~ /shutting down/;
+        }
+        return 1;
+    }, 10) or die "nginx did not replace its workers after a reload:\n"
+                  . $self->log('error');
+
+    return unless $self->{sidecar} && ($self->{linked} // 1);
+    wait_for(sub {
+        my $log = $self->log('error');
+        !grep { $log !~ /\b$_#$_: chatbridge: linked to the sidecar/ } @new;
+    }, 10) or die "the new workers did not link to the sidecar:\n"
+                  . $self->log('error');
 }
 
+# a graceful stop, bounded: QUIT, then KILL after 10 s
 sub stop_nginx {
     my ($self) = @_;
     my $pid = delete $self->{nginx} or return;
     kill 'QUIT', $pid;
-    waitpid $pid, 0;
+    reap($pid, 10) or do { kill 'KILL', $pid; waitpid $pid, 0 };
     delete $self->{pids}{$pid};
+}
+
+# waitpid with a deadline: true once $pid has exited
+sub reap {
+    my ($pid, $timeout) = @_;
+    return wait_for(sub { waitpid($pid, WNOHANG) != 0 }, $timeout);
 }
 
 # a scripted browser (t/lib/fake-browser.mjs); returns its pid.  It comes
@@ -361,18 +426,22 @@ sub start_browser {
 sub stop_browser {
     my ($self, $pid, $signal) = @_;
     kill $signal // 'TERM', $pid;
-    waitpid $pid, 0;
+    reap($pid, 10) or do { kill 'KILL', $pid; waitpid $pid, 0 };
     delete $self->{pids}{$pid};
 }
 
-# wait until the sidecar reports n ready browsers
+# wait until the sidecar reports n ready browsers: true if it did; called
+# for its effect alone (void context), a timeout ends the test file
 sub wait_browsers {
     my ($self, $n, $timeout) = @_;
-    return wait_for(sub {
+    my $ok = wait_for(sub {
         my @b = grep { $_->{state} eq 'ready' }
                 @{ $self->status->{browsers} // [] };
         @b >= $n;
     }, $timeout // 10);
+    die "fewer than $n browsers became ready\n" . $self->log('sidecar')
+        if !$ok && !defined wantarray;
+    return $ok;
 }
 
 sub status {
@@ -628,7 +697,8 @@ sub stop {
     }
     for my $b (@{ $self->{browsers} }) {
         if ($self->{pids}{ $b->{pid} }) {
-            waitpid $b->{pid}, 0;
+            reap($b->{pid}, 5)
+                or do { kill 'KILL', $b->{pid}; waitpid $b->{pid}, 0 };
             delete $self->{pids}{ $b->{pid} };
         }
     }
