@@ -11,10 +11,73 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cb_shm.h"
+
+
+/*
+ * A start line in shared memory: the racers of a test wait at it until all
+ * of them are there, so that they really run at the same time rather than
+ * one after the other as fork() tends to make them.
+ */
+
+typedef struct {
+    uint32_t  ready;
+    uint32_t  go;
+} start_line_t;
+
+
+static start_line_t *
+start_line(void)
+{
+    start_line_t  *st;
+
+    st = mmap(NULL, sizeof(start_line_t), PROT_READ|PROT_WRITE,
+              MAP_SHARED|MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(st, MAP_FAILED);
+    st->ready = 0;
+    st->go = 0;
+
+    return st;
+}
+
+
+static void
+start_wait(start_line_t *st)
+{
+    __atomic_fetch_add(&st->ready, 1, __ATOMIC_SEQ_CST);
+
+    while (!__atomic_load_n(&st->go, __ATOMIC_ACQUIRE)) {
+        sched_yield();
+    }
+}
+
+
+static void
+start_release(start_line_t *st, uint32_t n)
+{
+    while (__atomic_load_n(&st->ready, __ATOMIC_ACQUIRE) < n) {
+        sched_yield();
+    }
+
+    __atomic_store_n(&st->go, 1, __ATOMIC_RELEASE);
+}
+
+
+/* a child's failure is the test's: it must have exited 0 */
+
+static void
+reap_ok(pid_t pid)
+{
+    int  w;
+
+    ck_assert_int_eq(waitpid(pid, &w, 0), pid);
+    ck_assert_msg(WIFEXITED(w) && WEXITSTATUS(w) == 0,
+                  "child %d: status 0x%x", (int) pid, w);
+}
 
 
 static void *
@@ -182,7 +245,7 @@ START_TEST(test_queue_across_processes)
         }
     }
 
-    waitpid(pid, NULL, 0);
+    reap_ok(pid);
 
     /* a doorbell only on empty-to-non-empty: far fewer than entries */
     ck_assert_uint_lt(rings, n);
@@ -230,20 +293,25 @@ END_TEST
 
 START_TEST(test_slot_claims_race)
 {
-    int       k, w;
-    pid_t     pids[4];
-    size_t    size;
-    void     *base;
-    uint32_t  s, i, *seen;
+    int            k;
+    pid_t          pids[4];
+    size_t         size;
+    void          *base;
+    uint32_t       s, i, *seen;
+    start_line_t  *st;
     const uint32_t  nslots = 4096;
 
     base = make_segment(nslots, 256, 4, 64, &size);
     seen = mmap(NULL, nslots * 4, PROT_READ|PROT_WRITE,
                 MAP_SHARED|MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(seen, MAP_FAILED);
+    st = start_line();
 
     for (k = 0; k < 4; k++) {
         pids[k] = fork();
+        ck_assert_int_ne(pids[k], -1);
         if (pids[k] == 0) {
+            start_wait(st);
             while (cb_slot_claim(base, k + 1, &s) == CB_OK) {
                 __atomic_fetch_add(&seen[s], 1, __ATOMIC_SEQ_CST);
             }
@@ -251,8 +319,10 @@ START_TEST(test_slot_claims_race)
         }
     }
 
+    start_release(st, 4);
+
     for (k = 0; k < 4; k++) {
-        waitpid(pids[k], &w, 0);
+        reap_ok(pids[k]);
     }
 
     for (i = 0; i < nslots; i++) {
@@ -260,6 +330,7 @@ START_TEST(test_slot_claims_race)
         ck_assert_uint_ge(cb_shm_slot(base, i)->owner, 1);
     }
 
+    munmap(st, sizeof(start_line_t));
     munmap(seen, nslots * 4);
     munmap(base, size);
 }
@@ -270,30 +341,39 @@ END_TEST
 
 START_TEST(test_cancel_cas_race)
 {
-    int             i, w, won;
+    int             i, won;
     pid_t           pid;
     size_t          size;
     void           *base;
     int            *wins;
+    start_line_t   *st;
     cb_shm_slot_t  *s;
 
     base = make_segment(1, 256, 4, 64, &size);
     s = cb_shm_slot(base, 0);
     wins = mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS,
                 -1, 0);
+    ck_assert_ptr_ne(wins, MAP_FAILED);
+    st = start_line();
 
     for (i = 0; i < 2000; i++) {
         wins[0] = wins[1] = 0;
         __atomic_store_n(&s->state, CB_SLOT_ACTIVE, __ATOMIC_SEQ_CST);
 
+        st->ready = 0;
+        st->go = 0;
+
         pid = fork();
+        ck_assert_int_ne(pid, -1);
         if (pid == 0) {
+            start_wait(st);
             wins[1] = cb_slot_transition(s, CB_SLOT_ACTIVE, CB_SLOT_DONE);
             _exit(0);
         }
 
+        start_release(st, 1);
         wins[0] = cb_slot_transition(s, CB_SLOT_ACTIVE, CB_SLOT_CANCELLED);
-        waitpid(pid, &w, 0);
+        reap_ok(pid);
 
         won = wins[0] + wins[1];
         ck_assert_int_eq(won, 1);
@@ -301,6 +381,7 @@ START_TEST(test_cancel_cas_race)
                                                     : CB_SLOT_DONE);
     }
 
+    munmap(st, sizeof(start_line_t));
     munmap(wins, 4096);
     munmap(base, size);
 }
@@ -509,7 +590,6 @@ END_TEST
 
 START_TEST(test_ring_across_processes)
 {
-    int              w;
     char             buf[128];
     pid_t            pid;
     size_t           size;
@@ -521,6 +601,7 @@ START_TEST(test_ring_across_processes)
     base = make_segment(1, 1024, 4, 64, &size);
 
     pid = fork();
+    ck_assert_int_ne(pid, -1);
     if (pid == 0) {
         for (i = 0; i < n; /* void */) {
             if (cb_ring_write(base, 0, CB_REC_DELTA, 0, &i, sizeof(i))
@@ -542,7 +623,7 @@ START_TEST(test_ring_across_processes)
         got++;
     }
 
-    waitpid(pid, &w, 0);
+    reap_ok(pid);
     munmap(base, size);
 }
 END_TEST
@@ -552,17 +633,21 @@ END_TEST
 
 START_TEST(test_state_seqlock)
 {
-    int        w;
-    char       doc[2048], got[4096];
-    pid_t      pid;
-    size_t     size;
-    void      *base;
-    uint32_t   len, version, i, k, reads, last;
+    int            w;
+    char           doc[2048], got[4096];
+    pid_t          pid;
+    size_t         size;
+    void          *base;
+    uint32_t       len, version, i, k, reads, last;
+    start_line_t  *st;
 
     base = make_segment(1, 256, 4, 64, &size);
+    st = start_line();
 
     pid = fork();
+    ck_assert_int_ne(pid, -1);
     if (pid == 0) {
+        start_wait(st);
         for (i = 0; i < 20000; i++) {
             memset(doc, 'A' + i % 26, sizeof(doc));
             cb_state_publish(base, doc, 1000 + i % 1000);
@@ -572,6 +657,7 @@ START_TEST(test_state_seqlock)
 
     reads = 0;
     last = 0;
+    start_release(st, 1);
 
     while (waitpid(pid, &w, WNOHANG) == 0) {
         if (cb_state_read(base, got, sizeof(got), &len, &version) != CB_OK
@@ -589,12 +675,14 @@ START_TEST(test_state_seqlock)
         reads++;
     }
 
+    ck_assert_msg(WIFEXITED(w) && WEXITSTATUS(w) == 0, "writer: 0x%x", w);
     ck_assert_uint_gt(reads, 0);
 
     ck_assert_int_eq(cb_state_read(base, got, sizeof(got), &len, &version),
                      CB_OK);
     ck_assert_uint_eq(version, 20000);
 
+    munmap(st, sizeof(start_line_t));
     munmap(base, size);
 }
 END_TEST
