@@ -77,6 +77,27 @@ my $pid = $t->spawn('cfg-sidecar', $t->dir . '/cfg.log', $ChatBridgeTest::SIDECA
                     '--config', $cfg);
 ok(ChatBridgeTest::wait_for(sub { -S $t->dir . '/cfg.sock' }, 5),
    'the sidecar starts from a commented config file');
+
+# it listens where the file says, and takes the file's token, not another
+for my $try (['tok-from-config', 'ready'], [$t->token, 'refused']) {
+    my ($token, $want) = @$try;
+    my $log = $t->dir . "/cfg-browser-$want.log";
+    my $b = $t->spawn('cfg-browser', "$log.out", 'node',
+                      "$ChatBridgeTest::TOP/t/lib/fake-browser.mjs",
+                      '--url', 'ws+unix://' . $t->dir . '/cfg-ws.sock:/chatbridge/ws',
+                      '--token', $token, '--log', $log);
+    my $state;
+    ChatBridgeTest::wait_for(sub {
+        ($state) = grep { /"state":"(ready|closed|refused)"/ }
+                   split /\n/, $t->log($log);
+        $state }, 10);
+    like($state // '', qr/"state":"$want"/,
+         $want eq 'ready' ? 'a browser with the token from --config is let in'
+                          : 'a browser with another token is turned away')
+        or diag($t->log($log) . $t->log('cfg'));
+    like($state // '', qr/"code":4401/, 'with 4401') if $want eq 'refused';
+    $t->stop_browser($b);
+}
 kill 'TERM', $pid;
 waitpid $pid, 0;
 delete $t->{pids}{$pid};
