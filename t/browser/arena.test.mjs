@@ -17,7 +17,6 @@
 // harness directory.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,7 +30,7 @@ import {
 import { Bridge } from '../node/harness.mjs';
 import {
   buildUserscript, configureUserscript, launchChromium, loadUserscript, openTab, ScriptedSidecar, sleep,
-  TOP, waitFor, waitTitle,
+  waitFor, waitTitle,
 } from './helpers.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -540,53 +539,15 @@ function writeArenaConfig(dir) {
   return dir;
 }
 
-/** Does this nginx module take `snippet` (inside a server block)? [ok, why-not]. */
-function nginxTakes(snippet) {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cb-nginx-t-'));
-  try {
-    fs.mkdirSync(`${d}/tmp`);
-    fs.writeFileSync(`${d}/nginx.conf`, `load_module ${TOP}/build/nginx/ngx_http_chatbridge_module.so;
-pid ${d}/nginx.pid;
-error_log ${d}/error.log;
-events {}
-http {
-  client_body_temp_path ${d}/tmp/body; proxy_temp_path ${d}/tmp/proxy; fastcgi_temp_path ${d}/tmp/fastcgi;
-  uwsgi_temp_path ${d}/tmp/uwsgi; scgi_temp_path ${d}/tmp/scgi; access_log off;
-  chatbridge_sidecar ${d}/none.sock;
-  server { listen 127.0.0.1:9; ${snippet} }
-}
-`);
-    try {
-      execFileSync(process.env.TEST_NGINX_BINARY || '/usr/sbin/nginx',
-        ['-t', '-q', '-p', d, '-c', `${d}/nginx.conf`, '-e', `${d}/error.log`], { stdio: 'pipe' });
-      return [true, ''];
-    } catch (e) {
-      const why = `${e.stderr || ''}${fs.existsSync(`${d}/error.log`) ? fs.readFileSync(`${d}/error.log`, 'utf8') : ''}`;
-      return [false, why.trim().split('\n').filter((l) => !/^\s*$/.test(l)).slice(-2).join(' | ')];
-    }
-  } finally {
-    fs.rmSync(d, { recursive: true, force: true });
-  }
-}
-
 describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulated site', () => {
   let b;
   let arenaDir;
-  let adminKey;
-  let arenaOk = false;
-  let arenaWhy = '';
   let source;
   let tabA;
   let client;
   let plain;
   const extraTabs = [];
-
-  /** Tests of the arena section fail at once, with the reason, until the module has it. */
-  function needArena() {
-    if (!arenaOk) {
-      throw new Error(`waiting for the server side: nginx does not take "chatbridge_arena DIR;" yet (${arenaWhy})`);
-    }
-  }
+  const adminKey = ADMIN_KEY;
 
   const status = async () => b.status();
   const browserState = async () => ((await status()).browsers || []).map((x) => x.state);
@@ -594,26 +555,19 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   before(async () => {
     b = new Bridge();
     arenaDir = writeArenaConfig(path.join(b.dir, 'arena'));
-    [arenaOk, arenaWhy] = nginxTakes(`location /v1/ { chatbridge; chatbridge_arena ${arenaDir}; }`);
-    if (!arenaOk) console.log(`# [arena] tests will fail: nginx -t refuses chatbridge_arena: ${arenaWhy}`);
-    // the userscript and admin locations, unless the harness has them already
-    const harness = fs.readFileSync(`${TOP}/t/node/harness.mjs`, 'utf8');
-    const userscriptLoc = `location = /chatbridge/chatbridge.user.js { chatbridge_userscript ${builtFile}; `
-      + `chatbridge_browser_token ${b.token}; }`;
-    // the admin block names the arena directory too: that is where captured ids go
-    const adminLoc = `location /chatbridge/admin/ { chatbridge_admin; chatbridge_admin_key test ${ADMIN_KEY}; `
-      + `${arenaOk ? `chatbridge_arena ${arenaDir};` : ''} }`;
-    const extra = [];
-    if (!harness.includes('chatbridge_userscript') && nginxTakes(userscriptLoc)[0]) extra.push(userscriptLoc);
-    if (!b.adminKey && nginxTakes(adminLoc)[0]) { extra.push(adminLoc); adminKey = ADMIN_KEY; } else adminKey = b.adminKey;
     await b.startSidecar(['--state-dir', b.dir]);
     await b.startNginx({
-      location: `chatbridge_adapter arena;\n${arenaOk ? `chatbridge_arena ${arenaDir};` : ''}`,
-      server: `location /plain/v1/ { chatbridge; chatbridge_adapter arena; }\n${extra.join('\n')}`,
+      location: `chatbridge_adapter arena;\nchatbridge_arena ${arenaDir};`,
+      server: `location /plain/v1/ { chatbridge; chatbridge_adapter arena; }
+        location = /chatbridge/chatbridge.user.js {
+          chatbridge_userscript ${builtFile}; chatbridge_browser_token ${b.token};
+        }
+        # the admin block names the arena directory too: captured ids go there
+        location /chatbridge/admin/ {
+          chatbridge_admin; chatbridge_admin_key test ${ADMIN_KEY}; chatbridge_arena ${arenaDir};
+        }`,
     });
-    const loaded = await loadUserscript(b.wsUrl, b.token, { nginxUrl: b.url, dir: workDir });
-    source = loaded.source;
-    console.log(`# userscript from ${loaded.from}`);
+    source = await loadUserscript(b.url);
     tabA = await openTab(chrome.context, `${sim.url}/`, source);
     await b.waitBrowsers(1);
     client = new OpenAI({ baseURL: `${b.url}/v1`, apiKey: 'sk-test-key', maxRetries: 0, timeout: 60000 });
@@ -711,7 +665,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] stream and non-stream chat, with the site\'s usage', async () => {
-    needArena();
     const t = tag();
     const s = await collect(await client.chat.completions.create({ model: 'sim-chat', stream: true,
       messages: [{ role: 'user', content: `hello stream ${t}` }] }));
@@ -728,7 +681,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] the forged chain the site received: ids, parents, statuses, positions, attachment', async () => {
-    needArena();
     const t = tag();
     const r = await client.chat.completions.create({ model: 'sim-chat', messages: [
       { role: 'system', content: 'Be brief.' },
@@ -753,7 +705,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] images: urls from the site\'s a2 records', async () => {
-    needArena();
     const t = tag();
     const r = await client.images.generate({ model: 'sim-image', prompt: `a cat ${t} [[image https://img.test/cat.png]]`, n: 2 });
     assert.deepEqual(r.data.map((d) => d.url), ['https://img.test/cat.png', 'https://img.test/cat.png']);
@@ -766,7 +717,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] site errors reach the SDK as typed errors', async () => {
-    needArena();
     const ask = (model, d) => client.chat.completions.create({ model, messages: [{ role: 'user', content: `${d} ${tag()}` }] });
     const cases = [
       ['err-401', '[[status 401]]', OpenAI.AuthenticationError, 401, 'unauthorized'],
@@ -788,7 +738,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] a verification page: 503 with Retry-After, ⚠️, needs_human, then ready again without a reload', async () => {
-    needArena();
     sim.setCloudflare(true);
     try {
       const e = await errorOf(client.chat.completions.create({ model: 'sim-chat',
@@ -813,7 +762,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] slow first token, UTF-8 split across writes, 1 MB, reasoning, battle side b', async () => {
-    needArena();
     const slow = await collect(await client.chat.completions.create({ model: 'sim-chat', stream: true,
       messages: [{ role: 'user', content: `slow ${tag()} [[slow 2500]]` }] }));
     assert.match(slow.text, /^echo: slow/);
@@ -842,7 +790,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] cancel: aborting the SDK request aborts the site fetch', async () => {
-    needArena();
     const t = tag();
     const ac = new AbortController();
     const stream = await client.chat.completions.create({ model: 'sim-chat', stream: true,
@@ -861,8 +808,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] capture through POST /chatbridge/admin/capture: the page\'s Retry, not the bridge\'s own request', async () => {
-    needArena();
-    assert.ok(adminKey, 'waiting for the server side: no chatbridge_admin location with a key');
     const pending = fetch(`${b.url}/chatbridge/admin/capture`, { method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
       body: JSON.stringify({ mode: 'battle', target: 'B', model: 'sim-battle' }) });
@@ -901,8 +846,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] a capture nobody completes: 504 after its timeout, and the tab disarms', async () => {
-    needArena();
-    assert.ok(adminKey, 'no chatbridge_admin location with a key');
     const pending = fetch(`${b.url}/chatbridge/admin/capture`, { method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
       body: JSON.stringify({ timeout: 2 }) });
@@ -916,7 +859,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('POST /chatbridge/admin/models: the tab sends its list again', async () => {
-    assert.ok(adminKey, 'waiting for the server side: no chatbridge_admin location with a key');
     const res = await fetch(`${b.url}/chatbridge/admin/models`, { method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` }, body: '{}' });
     const j = await res.json();
@@ -927,7 +869,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] two tabs share the load', async () => {
-    needArena();
     const tabB = await openTab(chrome.context, `${sim.url}/`, source);
     extraTabs.push(tabB);
     await b.waitBrowsers(2);
@@ -947,7 +888,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('[arena] a tab closed mid-stream: an in-stream error; before the first token: the other tab answers', async () => {
-    needArena();
     const tabs = [tabA, ...extraTabs.filter((t) => !t.page.isClosed())];
     if (tabs.length < 2) {
       const tabB = await openTab(chrome.context, `${sim.url}/`, source);

@@ -74,31 +74,18 @@ export function configureUserscript(source, wsUrl, token, { debug = !!process.en
 }
 
 /**
- * The userscript as a browser would install it: GET <nginx>/chatbridge/chatbridge.user.js
- * when nginxUrl is given and nginx serves it, else the build output with the
- * placeholders substituted here (a diagnostic line says so).
- * Returns { source, from: 'nginx' | 'disk' }.
+ * The userscript as a browser would install it: GET
+ * <nginx>/chatbridge/chatbridge.user.js, served by chatbridge_userscript with
+ * this bridge's URL and token baked in.  A failure fails the test.
  */
-export async function loadUserscript(wsUrl, token, { nginxUrl, dir, log = console.log } = {}) {
-  if (nginxUrl) {
-    let why;
-    try {
-      const r = await fetch(`${nginxUrl}/chatbridge/chatbridge.user.js`);
-      const text = await r.text();
-      if (r.ok && text.includes('==UserScript==')) {
-        assert.ok(!text.includes('__CHATBRIDGE_WS_URL__') && !text.includes('__CHATBRIDGE_TOKEN__'),
-          'nginx served the userscript without substituting its placeholders');
-        return { source: text, from: 'nginx' };
-      }
-      why = `HTTP ${r.status}`;
-    } catch (e) {
-      why = e.message;
-    }
-    log(`# userscript: GET ${nginxUrl}/chatbridge/chatbridge.user.js failed (${why}); `
-      + 'FALLBACK: using build.sh output with the placeholders substituted by the test');
-  }
-  const file = buildUserscript(dir || fs.mkdtempSync(path.join(os.tmpdir(), 'cb-userscript-')));
-  return { source: configureUserscript(fs.readFileSync(file, 'utf8'), wsUrl, token), from: 'disk' };
+export async function loadUserscript(nginxUrl) {
+  const r = await fetch(`${nginxUrl}/chatbridge/chatbridge.user.js`);
+  const text = await r.text();
+  assert.equal(r.status, 200, `GET /chatbridge/chatbridge.user.js: ${text.slice(0, 200)}`);
+  assert.ok(text.includes('==UserScript=='), 'a userscript');
+  assert.ok(!text.includes('__CHATBRIDGE_WS_URL__') && !text.includes('__CHATBRIDGE_TOKEN__'),
+    'nginx substituted its placeholders');
+  return text;
 }
 
 /** The init script a manager's document-end injection amounts to (top frame, page context). */
