@@ -5,12 +5,10 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(slurp);
 use Test::More;
 
 my $top = $ChatBridgeTest::TOP;
-
-sub slurp { local (@ARGV, $/) = @_; <> }
 
 my $doc = slurp("$top/docs/CONFIG.md");
 my $src = join '', map { slurp($_) } glob "$top/ngx_chatbridge_module/ngx_http_*.c";

@@ -47,12 +47,8 @@ $by_browser{ $_->{browser} }++ for $t->events('task');
 ok(($by_browser{left} // 0) > 10 && ($by_browser{right} // 0) > 10,
    "the load was spread: left $by_browser{left}, right $by_browser{right}");
 
-ok(ChatBridgeTest::wait_for(sub {
-       my $s = $t->status;
-       ($s->{shm}{slots}{in_use} // -1) == 0
-       && ($s->{shm}{chunks}{in_use} // -1) == 0
-       && ($s->{requests}{active} // -1) == 0 }, 3),
-   'afterwards no slot, chunk or request is left in use');
+ok($t->wait_idle,
+   'afterwards no slot, chunk, request or browser place is left in use');
 
 $t->done;
 done_testing;

@@ -98,12 +98,8 @@ ok(!task_for('tok-D'), 'tok-D never reached the browser');
 
 # --- everything is free, and the browser still works
 
-ok(ChatBridgeTest::wait_for(sub {
-       my $s = $t->status;
-       ($s->{shm}{slots}{in_use} // -1) == 0
-       && ($s->{requests}{active} // -1) == 0
-       && ($s->{browsers}[0]{inflight} // -1) == 0 }, 3),
-   'no slot, request or browser place is held');
+ok($t->wait_idle && @{ $t->status->{browsers} // [] },
+   'no slot, chunk, request or browser place is held');
 
 my $r = $t->http(POST => '/v1/chat/completions', { model => 'm',
                  messages => [{ role => 'user', content => 'after' }] });

@@ -171,11 +171,7 @@ ok(ChatBridgeTest::wait_for(sub {
        3), 'and told the browser to stop');
 waitpid $pid, 0;
 
-ok(ChatBridgeTest::wait_for(sub {
-       my $s = $t->status;
-       ($s->{shm}{slots}{in_use} // -1) == 0
-       && ($s->{requests}{active} // -1) == 0 }, 5),
-   'nothing is left in use');
+ok($t->wait_idle, 'nothing is left in use');
 
 ok(ChatBridgeTest::wait_for(sub {
        my $r = $t->http(POST => '/v1/chat/completions', { model => 'm',

@@ -7,7 +7,7 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(put);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -16,13 +16,6 @@ my $a = $t->dir . '/arena-a';
 my $b = $t->dir . '/arena-b';
 mkdir $a;
 mkdir $b;
-
-sub put {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
 
 put("$a/config.jsonc", <<'JSONC');
 {

@@ -8,20 +8,13 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(put);
 use MIME::Base64 qw(encode_base64);
 use Test::More;
 
 my $t = ChatBridgeTest->new;
 my $dir = $t->dir . '/arena';
 mkdir $dir;
-
-sub put {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
 
 put("$dir/config.jsonc", qq({ "session_id": "s0", "message_id": "m0" }\n));
 put("$dir/models.json", qq({ "old-model": "0000-old" }\n));

@@ -9,20 +9,13 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(put);
 use HTTP::Tiny;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
 my $t = ChatBridgeTest->new;
 my $dir = $t->dir;
-
-sub put {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
 
 my %key = (alpha => 'sk-alpha-' . 'a' x 24, two => 'sk-two-' . 'b' x 24,
            gamma => 'sk-gamma-' . 'c' x 24);

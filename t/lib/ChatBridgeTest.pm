@@ -10,6 +10,7 @@ use strict;
 use warnings;
 
 use Cwd qw(abs_path);
+use Exporter qw(import);
 use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
@@ -26,7 +27,24 @@ our $NGINX = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 our $MODULE = "$TOP/build/nginx/ngx_http_chatbridge_module.so";
 our $SIDECAR = "$TOP/build/chatbridge-sidecar";
 
+our @EXPORT_OK = qw(put slurp);
+
 my $json = JSON::PP->new->utf8->canonical;
+
+# write a file whole; read one whole
+sub put {
+    my ($file, $text) = @_;
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh or die "$file: $!";
+}
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or die "$file: $!";
+    local $/;
+    return scalar <$fh>;
+}
 
 # a test stopped by a signal (^C, a timeout) still runs its destructors,
 # which stop every process it started
@@ -442,6 +460,19 @@ sub wait_browsers {
     die "fewer than $n browsers became ready\n" . $self->log('sidecar')
         if !$ok && !defined wantarray;
     return $ok;
+}
+
+# wait until the sidecar holds nothing for any request: no slot, no chunk,
+# no active request, no browser place; true if it came to that
+sub wait_idle {
+    my ($self, $timeout) = @_;
+    return wait_for(sub {
+        my $s = $self->status;
+        ($s->{shm}{slots}{in_use} // -1) == 0
+        && ($s->{shm}{chunks}{in_use} // -1) == 0
+        && ($s->{requests}{active} // -1) == 0
+        && !grep { ($_->{inflight} // 0) != 0 } @{ $s->{browsers} // [] };
+    }, $timeout // 5);
 }
 
 sub status {
