@@ -33,16 +33,26 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-/** Chromium with a fresh profile; close() also removes the profile. opts: more context options. */
+/**
+ * Chromium with a fresh profile (its directory: .profile); close() also
+ * removes the profile. opts: more context options.
+ */
 export async function launchChromium(opts = {}) {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cb-chrome-profile-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, viewport: { width: 1100, height: 700 }, args: FLAGS,
-    ...opts,
-  });
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM, headless: true, viewport: { width: 1100, height: 700 }, args: FLAGS,
+      ...opts,
+    });
+  } catch (e) {
+    fs.rmSync(profile, { recursive: true, force: true });
+    throw e;
+  }
   return {
     context,
+    profile,
     async close() {
       try { await context.close(); } finally { fs.rmSync(profile, { recursive: true, force: true }); }
     },

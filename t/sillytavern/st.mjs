@@ -14,8 +14,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
-
+import { launchChromium as launchBrowser } from '../browser/helpers.mjs';
 import { freePort, sleep, waitFor } from '../node/harness.mjs';
 
 const require = createRequire(import.meta.url);
@@ -319,32 +318,17 @@ export class SillyTavern {
 
 // ───────────────────────────── Chromium ─────────────────────────────
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-/** Chromium with a fresh profile; close() also removes the profile. */
+/** Chromium as the browser tier starts it, its profile removed even if this process dies. */
 export async function launchChromium() {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cb-st-chrome-'));
-  tempDirs.add(profile);
-  let context;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM, headless: true, viewport: { width: 1280, height: 900 }, args: FLAGS,
-    });
-  } catch (e) {
-    fs.rmSync(profile, { recursive: true, force: true });
-    throw e;
-  }
+  const chrome = await launchBrowser({ viewport: { width: 1280, height: 900 } });
+  tempDirs.add(chrome.profile);
   return {
-    context,
+    context: chrome.context,
     async close() {
       try {
-        await context.close();
+        await chrome.close();
       } finally {
-        fs.rmSync(profile, { recursive: true, force: true });
-        tempDirs.delete(profile);
+        tempDirs.delete(chrome.profile);
       }
     },
   };
