@@ -38,13 +38,19 @@ fi
 
 if command -v shellcheck >/dev/null; then
     shellcheck -S warning util/*.sh .ci/run packaging/build-deb.sh \
-        browser/userscript/build.sh || bad=1
+        browser/*/build.sh bench/run.sh t/sillytavern/setup.sh || bad=1
     shellcheck -S warning -s sh packaging/*/postinst packaging/*/prerm \
         packaging/*/postrm || bad=1
+else
+    say "shellcheck is missing: apt-get install shellcheck"
 fi
 
+# a test must compile without a warning ("my" masking another, say)
 for t in t/*.t; do
-    perl -It/lib -c "$t" >/dev/null 2>&1 || say "$t does not compile"
+    out=$(perl -It/lib -c "$t" 2>&1)
+    if [ "$out" != "$t syntax OK" ]; then
+        say "$t: $out"
+    fi
 done
 
 [ "$bad" = 0 ] && echo "lint: clean"
