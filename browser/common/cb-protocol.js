@@ -34,10 +34,18 @@
  * Tasks: with opts.tracker (a TaskTracker), every task is begun in the tracker
  * and handed to onTask(task, trackedTask); cancel/pause/resume drive it;
  * sendDone/sendError end it; a lost connection cancels all of it. If onTask
- * throws or rejects before done/error was sent, an `internal` error is sent.
+ * throws or rejects before done/error was sent, an `internal` error is sent;
+ * so is one when the done or error frame itself is refused before sending
+ * (invalid, too large): a request never waits for an end that was dropped.
  *
- * Exports: createValidator, utf8Length, truncateUtf8, splitText, BridgeClient,
- * TaskTracker, VALIDATION_ERRORS, DEFAULT_LIMITS.
+ * The browser scripts do not ship protocol-v1.json and so pass no spec: the
+ * few bounds they need without it are FIELD_LIMITS (checked against the file
+ * by cb-protocol.test.mjs). A welcome's heartbeat_ms and max_frame are
+ * clamped to the spec's bounds whether or not a spec was given.
+ *
+ * Exports: createValidator, utf8Length, truncateUtf8, splitText, isPlainObject,
+ * fieldLimit, tabId, BridgeClient, TaskTracker, VALIDATION_ERRORS,
+ * DEFAULT_LIMITS, FIELD_LIMITS.
  */
 (function () {
   'use strict';
@@ -140,6 +148,29 @@
     return out;
   }
 
+  /**
+   * A stable hello id for this tab: kept in `storage` (a Storage, or a
+   * function returning one, e.g. () => window.sessionStorage: it survives a
+   * reload, not a new tab) under `key`; made as prefix + random when missing
+   * or not a valid id. When the storage cannot be used, a fresh id each call.
+   */
+  function tabId(prefix, key, storage) {
+    const make = () => prefix + Math.random().toString(36).slice(2, 10);
+    const valid = (id) => typeof id === 'string' && id.length >= 1
+      && id.length <= FIELD_LIMITS['hello.id.max_len'] && CHARSETS.id.test(id);
+    try {
+      const s = typeof storage === 'function' ? storage() : storage;
+      let id = s.getItem(key);
+      if (!valid(id)) {
+        id = make();
+        s.setItem(key, id);
+      }
+      return id;
+    } catch (_) {
+      return make();
+    }
+  }
+
   function describe(v) {
     if (v === null) return 'null';
     if (Array.isArray(v)) return 'array';
@@ -160,6 +191,50 @@
     heartbeat_interval_ms: 15000,
     dead_after_ms: 45000,
   });
+
+  /**
+   * Bounds of protocol-v1.json that the clients need without loading it, as
+   * `frame.field[.field…].rule` (`name[]`: the items of array `name`).
+   * cb-protocol.test.mjs checks every one against the file.
+   */
+  const FIELD_LIMITS = Object.freeze({
+    'welcome.heartbeat_ms.min': 1000,
+    'welcome.heartbeat_ms.max': 600000,
+    'welcome.max_frame.min': 65536,
+    'delta.text.max_len': 4194304,
+    'image.url.max_len': 12582912,
+    'image.mime.max_len': 128,
+    'done.finish_reason.max_len': 64,
+    'done.usage.prompt_tokens.max': 100000000,
+    'done.usage.total_tokens.max': 200000000,
+    'error.message.max_len': 8192,
+    'error.retry_after.max': 86400,
+    'state.message.max_len': 1024,
+    'result.message.max_len': 4096,
+    'hello.id.max_len': 64,
+    'models.models.max_items': 4096,
+    'models.models[].id.max_len': 256,
+    'models.models[].organization.max_len': 128,
+  });
+
+  /** A FIELD_LIMITS key looked up in a parsed spec; undefined when the spec has no such rule. */
+  function specLimit(spec, key) {
+    const parts = key.split('.');
+    const prop = parts.pop();
+    let rule = spec && isPlainObject(spec.frames) ? spec.frames[parts[0]] : undefined;
+    for (let i = 1; rule && i < parts.length; i++) {
+      const items = parts[i].endsWith('[]');
+      rule = rule.fields && rule.fields[items ? parts[i].slice(0, -2) : parts[i]];
+      if (rule && items) rule = rule.items;
+    }
+    return rule ? rule[prop] : undefined;
+  }
+
+  /** Bound `key` (a FIELD_LIMITS key) from `spec` when given and it has it, else the built-in value. */
+  function fieldLimit(spec, key) {
+    const v = spec ? specLimit(spec, key) : undefined;
+    return v !== undefined ? v : FIELD_LIMITS[key];
+  }
 
   const FIELD_TYPES = ['string', 'integer', 'number', 'boolean', 'object', 'array'];
   const CHARSETS = { id: /^[A-Za-z0-9_.:-]*$/ };
@@ -406,15 +481,18 @@
       this._validator = opts.spec ? createValidator(opts.spec) : null;
       const limits = Object.assign({}, DEFAULT_LIMITS, (opts.spec && opts.spec.limits) || {});
       // Byte limits of the strings the send helpers split (text) or truncate (messages).
-      const maxLen = (type, field, dflt) => {
-        const f = opts.spec && opts.spec.frames[type];
-        return (f && f.fields && f.fields[field] && f.fields[field].max_len) || dflt;
-      };
-      this._textMaxLen = maxLen('delta', 'text', 4194304);
+      const limit = (key) => fieldLimit(opts.spec, key);
+      this._textMaxLen = limit('delta.text.max_len');
       this._msgMaxLen = {
-        error: maxLen('error', 'message', 8192),
-        state: maxLen('state', 'message', 1024),
-        result: maxLen('result', 'message', 4096),
+        error: limit('error.message.max_len'),
+        state: limit('state.message.max_len'),
+        result: limit('result.message.max_len'),
+      };
+      // what a welcome may set (a welcome outside them is clamped, spec or not)
+      this._welcomeBounds = {
+        heartbeatMin: limit('welcome.heartbeat_ms.min'),
+        heartbeatMax: limit('welcome.heartbeat_ms.max'),
+        maxFrameMin: limit('welcome.max_frame.min'),
       };
       this._backoff = Object.assign({}, DEFAULT_BACKOFF, opts.backoff || {});
       this._random = opts.random || Math.random;
@@ -445,6 +523,7 @@
       this._deadTimer = null;
       this._pingTimer = null;
       this._openRequests = new Set();
+      this._lastRefusal = null;                                 // why the last send was refused here
       this._resetSession();
     }
 
@@ -489,6 +568,7 @@
 
     /** Send any frame (validated when a spec was given). False when not sent. */
     send(frame) {
+      this._lastRefusal = null;
       if (!this._isOpen()) return false;
       return this._write(frame);
     }
@@ -531,24 +611,35 @@
       return this.send(compact({ type: 'image', request_id: requestId, url, mime }));
     }
 
+    /**
+     * The answer is complete. A done frame refused here (invalid, too large,
+     * not serialisable) fails the request with an `internal` error instead,
+     * so that it does not hang; false then, as the done frame was not sent.
+     */
     sendDone(requestId, finishReason, usage) {
       this._finish(requestId);
-      return this.send(compact({ type: 'done', request_id: requestId, finish_reason: finishReason, usage }));
+      return this.send(compact({ type: 'done', request_id: requestId, finish_reason: finishReason, usage }))
+        || this._failRefused(requestId, 'done');
     }
 
-    /** opts: { status, retryable, retryAfter } — retryAfter goes out as retry_after (seconds). */
+    /**
+     * opts: { status, retryable, retryAfter } — retryAfter goes out as
+     * retry_after (seconds). An error frame about a request that is refused
+     * here is replaced by a plain `internal` one, as for sendDone.
+     */
     sendError(requestId, code, message, opts) {
       opts = opts || {};
-      if (requestId !== undefined && requestId !== null) this._finish(requestId);
+      const about = requestId !== undefined && requestId !== null;
+      if (about) this._finish(requestId);
       return this.send(compact({
         type: 'error',
-        request_id: requestId === null ? undefined : requestId,
+        request_id: about ? requestId : undefined,
         code,
         message: truncateUtf8(String(message === undefined ? code : message), this._msgMaxLen.error),
         status: opts.status,
         retryable: opts.retryable,
         retry_after: opts.retryAfter,
-      }));
+      })) || (about && this._failRefused(requestId, 'error'));
     }
 
     /** models: array of { id, uuid?, type?, organization? } or of plain id strings. */
@@ -591,6 +682,23 @@
         if (!this.send({ type, request_id: requestId, text: piece })) return false;
       }
       return true;
+    }
+
+    /**
+     * The done or error frame ending requestId was refused here: the sidecar
+     * would wait for an end that never comes, so send the smallest valid end
+     * there is, an `internal` error naming the reason. Nothing is sent when
+     * the frame was not refused but could not go out (no connection). False.
+     */
+    _failRefused(requestId, type) {
+      const why = this._lastRefusal;
+      this._lastRefusal = null;
+      if (!why || !this._isOpen()) return false;
+      const message = `browser script error: its ${type} frame was refused before sending `
+        + `(${why.error}${why.path ? ' at ' + why.path : ''}${why.message ? ': ' + why.message : ''})`;
+      this.send({ type: 'error', request_id: requestId, code: 'internal',
+        message: truncateUtf8(message, this._msgMaxLen.error) });
+      return false;
     }
 
     _finish(requestId) {
@@ -691,8 +799,7 @@
       switch (frame.type) {
         case 'welcome':
           this._browserId = frame.browser_id;
-          if (Number.isInteger(frame.heartbeat_ms) && frame.heartbeat_ms > 0) this._heartbeatMs = frame.heartbeat_ms;
-          if (Number.isInteger(frame.max_frame) && frame.max_frame > 0) this._maxFrame = frame.max_frame;
+          this._applyWelcome(frame);
           this._attempt = 0;
           this._armDeadTimer(ws);
           this._schedulePing(ws);
@@ -727,6 +834,26 @@
           break;
         default:
           this._log('debug', `ignoring ${frame.type} frame`);
+      }
+    }
+
+    /**
+     * heartbeat_ms and max_frame from a welcome, clamped to the spec's bounds
+     * (without a spec nothing else checks them: a heartbeat of 1 ms would be a
+     * ping storm, a max_frame of 1 byte would refuse every frame).
+     */
+    _applyWelcome(frame) {
+      const b = this._welcomeBounds;
+      const num = (v) => typeof v === 'number' && Number.isFinite(v);
+      if (num(frame.heartbeat_ms)) {
+        const hb = Math.min(b.heartbeatMax, Math.max(b.heartbeatMin, Math.round(frame.heartbeat_ms)));
+        if (hb !== frame.heartbeat_ms) this._log('warn', `welcome heartbeat_ms ${frame.heartbeat_ms} clamped to ${hb}`);
+        this._heartbeatMs = hb;
+      }
+      if (num(frame.max_frame)) {
+        const mf = Math.max(b.maxFrameMin, Math.floor(frame.max_frame));
+        if (mf !== frame.max_frame) this._log('warn', `welcome max_frame ${frame.max_frame} raised to ${mf}`);
+        this._maxFrame = mf;
       }
     }
 
@@ -773,6 +900,7 @@
     }
 
     _protocolError(info) {
+      if (info.direction === 'out') this._lastRefusal = info;
       this._log('warn', `protocol error (${info.direction}): ${info.error} ${info.path || ''} ${info.message || ''}`);
       this._call('onProtocolError', info);
     }
@@ -853,10 +981,14 @@
     utf8Length,
     truncateUtf8,
     splitText,
+    isPlainObject,
+    fieldLimit,
+    tabId,
     BridgeClient,
     TaskTracker,
     VALIDATION_ERRORS,
     DEFAULT_LIMITS,
+    FIELD_LIMITS,
   };
 
   if (typeof module === 'object' && module && module.exports) module.exports = api;

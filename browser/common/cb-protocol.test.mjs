@@ -550,6 +550,117 @@ test('a delta larger than max_frame is split; other oversized frames are refused
   });
 });
 
+test('a done or error frame refused here fails its request with an internal error instead', T, async () => {
+  const tracker = new TaskTracker();
+  await withPair({ tracker }, async (server, c) => {
+    const conn = await handshake(server, c);
+    // finish_reason over its 64 bytes (too_long): the done frame is refused here
+    tracker.begin(RID);
+    assert.equal(c.client.sendDone(RID, 'é'.repeat(40)), false, 'the done frame itself was not sent');
+    c.client.sendState('ready');                                  // a marker: what came before it
+    const e = await conn.nextNonPing();
+    assert.deepEqual(Object.keys(e).sort(), ['code', 'message', 'request_id', 'type']);
+    assert.deepEqual([e.type, e.request_id, e.code], ['error', RID, 'internal']);
+    assert.match(e.message, /done frame was refused before sending \(too_long at finish_reason: /);
+    assert.equal(validator.validate(e, 'browser').ok, true);
+    assert.deepEqual(await conn.nextNonPing(), { type: 'state', state: 'ready' });
+    assert.equal(tracker.size, 0, 'the request is over');
+
+    // an error frame with a status the spec does not allow
+    assert.equal(c.client.sendError('r2', 'site_error', 'boom', { status: 200 }), false);
+    const e2 = await conn.nextNonPing();
+    assert.deepEqual([e2.type, e2.request_id, e2.code], ['error', 'r2', 'internal']);
+    assert.match(e2.message, /error frame was refused before sending \(out_of_range at status: /);
+    assert.equal(c.protocolErrors.at(-1).error, 'out_of_range', 'the refusal is still reported');
+
+    // a valid done goes out as it is, and nothing else with it
+    assert.equal(c.client.sendDone('r3', 'stop'), true);
+    c.client.sendState('ready');
+    assert.deepEqual(await conn.nextNonPing(), { type: 'done', request_id: 'r3', finish_reason: 'stop' });
+    assert.deepEqual(await conn.nextNonPing(), { type: 'state', state: 'ready' });
+  });
+  // without a spec (as the browser scripts run): a done that cannot be serialised
+  await withPair({ spec: undefined }, async (server, c) => {
+    const conn = await handshake(server, c);
+    assert.equal(c.client.sendDone('r4', 'stop', { prompt_tokens: 1n }), false);
+    const e = await conn.nextNonPing();
+    assert.deepEqual([e.type, e.request_id, e.code], ['error', 'r4', 'internal']);
+    assert.match(e.message, /done frame was refused before sending \(not_object: TypeError/);
+  });
+  // not connected: nothing to send, nothing thrown
+  const c0 = makeClient('ws://127.0.0.1:9/never');
+  assert.equal(c0.client.sendDone(RID, 'é'.repeat(40)), false);
+});
+
+test('without a spec, a welcome\'s heartbeat_ms and max_frame are clamped to the spec\'s bounds', T, async () => {
+  const hb = spec.frames.welcome.fields.heartbeat_ms;
+  const mf = spec.frames.welcome.fields.max_frame;
+  for (const [w, want] of [
+    [{ heartbeat_ms: 1, max_frame: 1 }, [hb.min, mf.min]],
+    [{ heartbeat_ms: 0, max_frame: -5 }, [hb.min, mf.min]],
+    [{ heartbeat_ms: 1e12, max_frame: 1048576.5 }, [hb.max, 1048576]],
+    [{ heartbeat_ms: 20000.4, max_frame: 70000 }, [20000, 70000]],
+    [{ heartbeat_ms: 'fast', max_frame: null }, [15000, 16777216]],          // not numbers: the defaults
+  ]) {
+    await withPair({ spec: undefined, deadAfterMs: 5000 }, async (server, c) => {
+      const conn = await handshake(server, c, w);
+      assert.deepEqual([c.client.heartbeatMs, c.client.maxFrame], want, JSON.stringify(w));
+      // and it works: frames go out, and no ping storm
+      assert.equal(c.client.sendDelta(RID, 'x'.repeat(1000)), true);
+      assert.deepEqual(await conn.nextNonPing(), { type: 'delta', request_id: RID, text: 'x'.repeat(1000) });
+      await sleep(100);
+      assert.equal(conn.frames.all.filter((f) => f.type === 'ping').length, 0, 'no ping within 100 ms');
+    });
+  }
+});
+
+test('FIELD_LIMITS are the spec\'s bounds, and fieldLimit reads them from a spec', () => {
+  const keys = Object.keys(P.FIELD_LIMITS);
+  assert.ok(keys.length >= 16);
+  for (const k of keys) {
+    const parts = k.split('.');
+    const prop = parts.pop();
+    let rule = spec.frames[parts[0]];
+    for (const p of parts.slice(1)) {
+      rule = rule.fields[p.replace(/\[\]$/, '')];
+      if (p.endsWith('[]')) rule = rule.items;
+    }
+    assert.equal(P.FIELD_LIMITS[k], rule[prop], k);
+    assert.equal(P.fieldLimit(spec, k), rule[prop], k);
+    assert.equal(P.fieldLimit(undefined, k), rule[prop], k);
+  }
+  const other = JSON.parse(JSON.stringify(spec));
+  other.frames.done.fields.finish_reason.max_len = 32;
+  other.frames.models.fields.models.items.fields.id.max_len = 100;
+  assert.equal(P.fieldLimit(other, 'done.finish_reason.max_len'), 32);
+  assert.equal(P.fieldLimit(other, 'models.models[].id.max_len'), 100);
+  delete other.frames.welcome;
+  assert.equal(P.fieldLimit(other, 'welcome.max_frame.min'), 65536, 'missing in the spec: the built-in value');
+});
+
+test('tabId: kept in the storage, replaced when invalid, fresh when the storage fails', () => {
+  const store = new Map();
+  const storage = { getItem: (k) => (store.has(k) ? store.get(k) : null), setItem: (k, v) => store.set(k, String(v)) };
+  const a = P.tabId('arena-', 'k', storage);
+  assert.match(a, /^arena-[a-z0-9]{1,8}$/);
+  assert.equal(store.get('k'), a);
+  assert.equal(P.tabId('arena-', 'k', () => storage), a, 'the same id again (a storage getter works too)');
+  assert.equal(P.tabId('tavern-', 'other', storage).startsWith('tavern-'), true);
+  for (const bad of ['', 'has space', 'x'.repeat(65), 'ünïcode']) {
+    store.set('k', bad);
+    const id = P.tabId('arena-', 'k', storage);
+    assert.match(id, /^arena-[a-z0-9]{1,8}$/, JSON.stringify(bad));
+    assert.equal(store.get('k'), id);
+  }
+  store.set('k', 'x'.repeat(64));
+  assert.equal(P.tabId('arena-', 'k', storage), 'x'.repeat(64));
+  const broken = () => { throw new Error('SecurityError'); };
+  const f1 = P.tabId('arena-', 'k', broken);
+  assert.match(f1, /^arena-[a-z0-9]{1,8}$/);
+  assert.match(P.tabId('arena-', 'k', { getItem: broken }), /^arena-/);
+  assert.match(P.tabId('arena-', 'k', undefined), /^arena-/, 'no storage at all');
+});
+
 test('invalid incoming frames go to onProtocolError, not the handlers', T, async () => {
   await withPair({}, async (server, c) => {
     const conn = await handshake(server, c);
