@@ -27,14 +27,18 @@
  *      For a streaming client each STREAM_TOKEN_RECEIVED event (the text so
  *      far) gives a delta of what is new; the rest, and the whole text for
  *      a non-streaming client or when SillyTavern does not stream, is sent
- *      from the final message in the chat, then `done`.
+ *      from the final message in the chat, then `done` (or, when that
+ *      message does not begin with what was streamed, blanks that
+ *      SillyTavern trims aside, an `internal` error).
  *   5. When no request follows, the character's previous chat is put back,
  *      then the user's character (or group) and chat file are reopened.
  *
  * A `cancel` stops the generation (stopGeneration). Failures become typed
  * error frames: no_api (nothing connected), rate_limited (the LLM answered
  * 429), upstream_error (any other failure of the LLM call), not_found,
- * busy (a temporary chat is open: it has no file to return to).
+ * busy (a temporary chat is open: it has no file to return to),
+ * bad_request (a task that is not a chat, or whose messages are not
+ * role/text messages: checked before it is queued).
  *
  * Everything is found from this file's URL, so the folder may have any name
  * and sit in public/scripts/extensions/third-party/ or in a user's
@@ -67,10 +71,13 @@ const POLL_MS = 100;
 const MODELS_EVERY_MS = 2000;
 const SWITCH_TRIES = 50;
 
-const CLOSE_FATAL = Object.freeze({
+// what to do about a close code after which the client stops (state 'refused')
+const REFUSED = Object.freeze({
   4401: 'the bridge refused the token (close code 4401): fix it, then press Connect',
   4403: 'the bridge does not accept this origin (close code 4403): add it to the sidecar\'s --origin',
 });
+const ROLES = Object.freeze(['system', 'user', 'assistant']);
+const TAIL = 64;                              // characters of the streamed text a token must continue
 
 // reason phrases SillyTavern's server passes on instead of a status (non-streaming errors)
 const REASONS = Object.freeze({
@@ -185,20 +192,6 @@ async function mountSettings() {
 
 // ───────────────────────────── the connection ─────────────────────────────
 
-function tabId() {
-  const make = () => 'tavern-' + Math.random().toString(36).slice(2, 10);
-  try {
-    let id = sessionStorage.getItem('chatbridge-tavern-id');
-    if (!id || !/^[A-Za-z0-9_.:-]{1,64}$/.test(id)) {
-      id = make();
-      sessionStorage.setItem('chatbridge-tavern-id', id);
-    }
-    return id;
-  } catch (_) {
-    return make();
-  }
-}
-
 function connect() {
   stopClient();
   const url = settings.url;
@@ -211,7 +204,7 @@ function connect() {
     url,
     token: settings.token,
     kind: 'tavern',
-    id: tabId(),
+    id: P.tabId('tavern-', 'chatbridge-tavern-id', () => globalThis.sessionStorage),
     name: 'SillyTavern',
     agent: `chatbridge-sillytavern/${VERSION}`,
     capabilities: { concurrency: 1, any_model: true, models },
@@ -258,20 +251,18 @@ function onState(c, state, info) {
       note('info', `connected as ${c.browserId}, serving ${models.length} models`);
       if (modelsKey !== helloModelsKey) sendModels(c);
       break;
-    case 'refused':
-    case 'closed': {
-      const fatal = state === 'refused' || (info && CLOSE_FATAL[info.code]);
-      if (fatal) {
-        const why = (info && CLOSE_FATAL[info.code])
-          || `the bridge refused this tab (close code ${info && info.code}): fix the settings, then press Connect`;
-        stopClient();
-        setStatus('stopped', `stopped: ${why}`);
-        note('error', `stopped: ${why}`);
-      } else {
-        setStatus('closed', `connection lost${info && info.code ? ` (${info.code})` : ''}; reconnecting…`);
-      }
+    case 'refused': {
+      // the client stopped itself (a close code the protocol marks final): drop it
+      const why = (info && REFUSED[info.code])
+        || `the bridge refused this tab (close code ${info && info.code}): fix the settings, then press Connect`;
+      client = null;
+      setStatus('stopped', `stopped: ${why}`);
+      note('error', `stopped: ${why}`);
       break;
     }
+    case 'closed':
+      setStatus('closed', `connection lost${info && info.code ? ` (${info.code})` : ''}; reconnecting…`);
+      break;
     default:
       break;
   }
@@ -322,10 +313,31 @@ function refreshModels() {
 
 // ───────────────────────────── requests ─────────────────────────────
 
+/**
+ * Why a task cannot be answered (a bad_request message), or null. The client
+ * runs without the protocol spec, so nothing else has checked the frame.
+ */
+function badTask(frame) {
+  if (frame.op !== 'chat') return 'SillyTavern answers chat completions only.';
+  if (typeof frame.model !== 'string') return 'The task has no model name.';
+  const msgs = frame.messages;
+  if (!Array.isArray(msgs) || msgs.length === 0) return 'The task has no messages.';
+  for (let i = 0; i < msgs.length; i++) {
+    const m = msgs[i];
+    if (!P.isPlainObject(m) || !ROLES.includes(m.role) || typeof m.content !== 'string'
+        || (m.name !== undefined && typeof m.name !== 'string')) {
+      return `messages[${i}] is not a message SillyTavern can take (role ${ROLES.join('/')}, text content).`;
+    }
+  }
+  return null;
+}
+
 function onTask(c, frame, tracked) {
   const job = { client: c, frame, tracked, id: frame.request_id, received: Date.now() };
-  if (frame.op !== 'chat') {
-    c.sendError(job.id, 'bad_request', 'SillyTavern answers chat completions only.', { status: 400 });
+  const bad = badTask(frame);
+  if (bad) {
+    note('warn', `request ${short(job.id)}: bad_request: ${bad}`);
+    c.sendError(job.id, 'bad_request', bad, { status: 400, retryable: false });
     return;
   }
   queue.push(job);
@@ -335,14 +347,23 @@ function onTask(c, frame, tracked) {
   pump();
 }
 
+/** (The tracker has aborted the job's signal already: its listener stops the generation.) */
 function onCancel(frame) {
   const id = frame.request_id;
   if (current && current.id === id) {
     note('info', `request ${short(id)} cancelled (${frame.reason || 'cancel'}): stopping the generation`);
-    if (current.generating) getContext().stopGeneration();
   } else if (queue.some((j) => j.id === id)) {
     note('info', `request ${short(id)} cancelled before it started`);
   }
+}
+
+/**
+ * Stop SillyTavern's generation if it runs for a job that was cancelled.
+ * Called when the cancel comes, when the generation starts and at every
+ * token: a stop that comes before SillyTavern set up its generation is lost.
+ */
+function stopIfCancelled(job) {
+  if (job.tracked.cancelled && job.generating) getContext().stopGeneration();
 }
 
 async function pump() {
@@ -360,8 +381,8 @@ async function pump() {
           console.error('[chatbridge]', e);
           fail(job, 'internal', `the chatbridge extension failed: ${e && e.message ? e.message : e}`, 500);
         } finally {
+          // (done and error end the job's tracker entry, a cancel removed it)
           current = null;
-          if (tracker.get(job.id) === job.tracked) tracker.end(job.id);     // a cancelled job's entry
           renderStatus();
         }
       }
@@ -546,6 +567,23 @@ function upstreamFailure(err) {
       + `${msg && !m ? `: ${msg}` : ''}` };
 }
 
+/**
+ * What of the final `reply` is still to be sent after `sent` was streamed, or
+ * null when the reply does not continue it. The tokens carry the model's raw
+ * text; the reply is SillyTavern's cleaned-up message (cleanUpMessage drops
+ * the blanks at the end of each line and trims the whole): a difference of
+ * only that kind is not a mismatch.
+ */
+function restOfReply(reply, sent) {
+  if (reply.startsWith(sent)) return reply.slice(sent.length);
+  const nl = sent.lastIndexOf('\n') + 1;                       // the last line may still be growing
+  const clean = (sent.slice(0, nl).replace(/[^\S\r\n]+$/gm, '') + sent.slice(nl)).trimStart();
+  if (reply.startsWith(clean)) return reply.slice(clean.length);
+  const core = clean.trimEnd();
+  if (reply.startsWith(core) && clean.startsWith(reply)) return '';   // the reply ends in what was sent
+  return null;
+}
+
 async function answer(job) {
   const { frame, tracked, id } = job;
   await waitIdle(job);
@@ -583,7 +621,8 @@ async function answer(job) {
   if (!inBridgeChat(target)) throw new Error('SillyTavern did not open the bridge chat');
   ctx = getContext();
   const chat = ctx.chat;
-  chat.splice(0, chat.length, ...frame.messages.map((m) => chatMessage(m, ctx, target.name)));
+  chat.length = 0;                               // (no splice(...spread): a long history overflows it)
+  for (const m of frame.messages) chat.push(chatMessage(m, ctx, target.name));
   await ctx.clearChat();
   await ctx.printMessages();
   await ctx.saveChat();
@@ -591,7 +630,10 @@ async function answer(job) {
   const firstReply = chat.length;
 
   // what goes back: `emitted` is all that was given to the client so far
+  // (emittedLen characters, the last of them in `tail`)
   let emitted = '';
+  let emittedLen = 0;
+  let tail = '';
   let outbox = '';
   job.flush = () => {
     if (!outbox || tracked.cancelled || tracked.paused) return;
@@ -601,21 +643,23 @@ async function answer(job) {
   const emit = (text) => {
     if (!text) return;
     emitted += text;
+    emittedLen += text.length;
+    tail = (tail.length + text.length > TAIL ? (tail + text).slice(-TAIL) : tail + text);
     outbox += text;
     job.flush();
   };
 
   const events = ctx.eventTypes;
+  // each token event carries the whole text so far: send what is new when it
+  // continues what was sent (checked on its last characters, not all of it,
+  // so that a long answer costs time in proportion to its length)
   const onToken = (text) => {
-    if (tracked.cancelled) {
-      getContext().stopGeneration();
-      return;
-    }
-    if (!frame.stream || typeof text !== 'string') return;
-    if (text.length > emitted.length && text.startsWith(emitted)) emit(text.slice(emitted.length));
+    stopIfCancelled(job);
+    if (tracked.cancelled || !frame.stream || typeof text !== 'string') return;
+    if (text.length > emittedLen && text.startsWith(tail, emittedLen - tail.length)) emit(text.slice(emittedLen));
   };
-  const onStarted = () => { if (tracked.cancelled) getContext().stopGeneration(); };
-  const onAbort = () => { if (job.generating) getContext().stopGeneration(); };
+  const onStarted = () => stopIfCancelled(job);
+  const onAbort = () => stopIfCancelled(job);
 
   const textarea = document.getElementById('send_textarea');
   const draft = textarea ? textarea.value : '';
@@ -656,8 +700,15 @@ async function answer(job) {
     return;
   }
 
-  if (reply.startsWith(emitted)) emit(reply.slice(emitted.length));
-  else note('warn', `request ${short(id)}: SillyTavern's final text differs from what was streamed`);
+  const rest = restOfReply(reply, emitted);
+  if (rest === null) {
+    // the client has text that is not the reply (SillyTavern changed more
+    // than whitespace at the end): it must not take the stream for the answer
+    fail(job, 'internal', 'SillyTavern\'s final reply differs from the text streamed so far '
+      + `(${emittedLen} characters were sent); the streamed answer is not the reply`, 500, false);
+    return;
+  }
+  emit(rest);
   await tracked.waitIfPaused();
   if (tracked.cancelled) return;
   job.flush();
