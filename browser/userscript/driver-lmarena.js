@@ -23,32 +23,42 @@
  *                                 (through an injected `io`), and the cheap probe
  *                                 that tells when a verification page is gone
  *
- * Plain ES2020, no dependencies, no I/O of its own (fetch and the frame senders
- * are passed in), so it runs unchanged in the page and in Node's tests.
- * Loading: in the userscript it is concatenated after cb-protocol.js and sets
- * globalThis.ChatbridgeArenaDriver (the build's private globalThis); in Node,
- * require() it.
+ * Plain ES2020, no I/O of its own (fetch and the frame senders are passed
+ * in), so it runs unchanged in the page and in Node's tests. It uses the
+ * shared protocol client (cb-protocol.js) for UTF-8 lengths and the
+ * protocol's bounds. Loading: in the userscript it is concatenated after
+ * cb-protocol.js and sets globalThis.ChatbridgeArenaDriver (the build's
+ * private globalThis; without cb-protocol.js it sets nothing, and main.js
+ * says so); in Node, require() it.
  */
 (function () {
   'use strict';
 
+  const P = globalThis.ChatbridgeProtocol
+    || (typeof require === 'function' ? require('../common/cb-protocol.js') : undefined);
+  if (!P || typeof P.fieldLimit !== 'function') return;
+
   // ───────────────────────────── limits ─────────────────────────────
 
+  const FL = P.FIELD_LIMITS;
   const LIMITS = Object.freeze({
     maxLineChars: 16 * 1024 * 1024,      // one stream record (an a2 data-URL image is the big one)
     maxErrorBodyBytes: 64 * 1024,        // what is read of an error or probe response
     maxErrorTextChars: 600,              // site text quoted in an error message
     maxLineQuoteChars: 200,              // an unparseable line quoted in protocol_error
-    maxImageUrlBytes: 12582912,          // protocol: image.url max_len
-    maxMimeBytes: 128,                   // protocol: image.mime max_len
-    maxFinishReasonChars: 64,            // protocol: done.finish_reason max_len
-    maxUsage: 100000000,                 // protocol: usage.* max
-    maxModelIdBytes: 256,                // protocol: models[].id max_len
-    maxOrganizationBytes: 128,           // protocol: models[].organization max_len
-    maxModels: 4096,                     // protocol: models max_items
+    probeTimeoutMs: 10000,               // the needs-human probe gives up after this long
     maxFlightChars: 64 * 1024 * 1024,    // page payload scanned for models
     maxModelObjectChars: 20000,          // one model object in the page payload
-    maxRetryAfter: 86400,                // protocol: error.retry_after max
+    // the protocol's bounds (protocol-v1.json, through cb-protocol.js)
+    maxImageUrlBytes: FL['image.url.max_len'],
+    maxMimeBytes: FL['image.mime.max_len'],
+    maxFinishReasonBytes: FL['done.finish_reason.max_len'],
+    maxUsage: FL['done.usage.prompt_tokens.max'],
+    maxTotalUsage: FL['done.usage.total_tokens.max'],
+    maxModelIdBytes: FL['models.models[].id.max_len'],
+    maxOrganizationBytes: FL['models.models[].organization.max_len'],
+    maxModels: FL['models.models.max_items'],
+    maxRetryAfter: FL['error.retry_after.max'],
   });
 
   const PREFIXES = Object.freeze(['nextjs-api', 'api']);
@@ -59,9 +69,8 @@
 
   // ───────────────────────────── helpers ─────────────────────────────
 
-  function isObject(v) {
-    return v !== null && typeof v === 'object' && !Array.isArray(v);
-  }
+  const isObject = P.isPlainObject;
+  const utf8Length = P.utf8Length;
 
   /** At most n UTF-16 units of s, with an ellipsis when cut. */
   function clip(s, n) {
@@ -71,20 +80,6 @@
     const c = s.charCodeAt(cut - 1);
     if (c >= 0xd800 && c <= 0xdbff) cut--;                     // never split a surrogate pair
     return s.slice(0, cut) + '…';
-  }
-
-  /** UTF-8 length of s (lone surrogates count 3, as TextEncoder writes U+FFFD). */
-  function utf8Length(s) {
-    let n = 0;
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      if (c < 0x80) n += 1;
-      else if (c < 0x800) n += 2;
-      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length
-               && s.charCodeAt(i + 1) >= 0xdc00 && s.charCodeAt(i + 1) <= 0xdfff) { n += 4; i++; }
-      else n += 3;
-    }
-    return n;
   }
 
   /** Visible text of an HTML page (scripts and styles dropped, whitespace collapsed). */
@@ -167,7 +162,10 @@
   const CHALLENGE_PATTERNS = [
     /<title>\s*Just a moment\.\.\.\s*<\/title>/i,
     /Enable JavaScript and cookies to continue/i,
-    /\bcf-chl-|\bcf_chl_|__cf_chl_|\/cdn-cgi\/challenge-platform\//i,
+    // not any /cdn-cgi/challenge-platform/ path: Cloudflare's JavaScript
+    // Detections put /cdn-cgi/challenge-platform/scripts/jsd/main.js into
+    // ordinary pages; a challenge page loads its .../orchestrate/... script
+    /\bcf-chl-|\bcf_chl_|__cf_chl_|\/cdn-cgi\/challenge-platform\/(?:h\/[a-z]\/)?orchestrate\//i,
     /id=["']challenge-(form|running|stage|body-text)["']/i,
     /<title>\s*Attention Required! \| Cloudflare\s*<\/title>/i,
     /\bcf-turnstile\b|challenges\.cloudflare\.com\/turnstile/i,
@@ -404,10 +402,25 @@
     } catch (_) { /* nothing to do */ }
   }
 
-  /** Up to maxBytes of a response body as text (the rest is cancelled). */
-  async function readBounded(response, maxBytes) {
+  /** promise, or a rejection with the signal's reason as soon as `signal` (optional) aborts. */
+  function untilAborted(promise, signal) {
+    if (!signal) return promise;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    let onAbort;
+    const aborted = new Promise((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
+  }
+
+  /**
+   * Up to maxBytes of a response body as text (the rest is cancelled). With
+   * `signal`, rejects when it aborts, even if the body never ends.
+   */
+  async function readBounded(response, maxBytes, signal) {
     if (!response.body || typeof response.body.getReader !== 'function') {
-      const t = await response.text();
+      const t = await untilAborted(response.text(), signal);
       return t.length > maxBytes ? t.slice(0, maxBytes) : t;
     }
     const reader = response.body.getReader();
@@ -416,7 +429,7 @@
     let bytes = 0;
     try {
       for (;;) {
-        const r = await reader.read();
+        const r = await untilAborted(reader.read(), signal);
         if (r.done) break;
         const room = maxBytes - bytes;
         const chunk = r.value.byteLength > room ? r.value.subarray(0, room) : r.value;
@@ -425,7 +438,8 @@
         if (bytes >= maxBytes) break;
       }
     } finally {
-      try { await reader.cancel(); } catch (_) { /* already finished */ }
+      const cancelled = reader.cancel().catch(() => { /* already finished */ });
+      if (!(signal && signal.aborted)) await cancelled;        // a stuck body: do not wait for it
     }
     return out + decoder.decode();
   }
@@ -453,7 +467,7 @@
     if (p !== undefined) out.prompt_tokens = p;
     if (c !== undefined) out.completion_tokens = c;
     if (r !== undefined) out.reasoning_tokens = r;
-    if (t !== undefined && t <= 2 * LIMITS.maxUsage) out.total_tokens = t;
+    if (t !== undefined && t <= LIMITS.maxTotalUsage) out.total_tokens = t;
     return Object.keys(out).length ? out : undefined;
   }
 
@@ -484,8 +498,8 @@
     const side = opts.side === 'b' ? 'b' : 'a';
     const maxLine = opts.maxLineChars || LIMITS.maxLineChars;
     const decoder = new TextDecoder('utf-8');
-    let buf = '';
-    let scanFrom = 0;
+    let pending = [];                                            // pieces of the incomplete line
+    let pendingLen = 0;
     let lineNo = 0;
     let closed = false;
     const seen = { text: 0, reasoning: 0, images: 0, records: 0 };
@@ -577,7 +591,9 @@
             fail(events, 'site_error', 'LMArena finished the answer with finishReason "error".');
             return;
           }
-          const ev = { type: 'finish', reason: clip(reason, LIMITS.maxFinishReasonChars - 1) };
+          // bounded in UTF-8 bytes, as the protocol counts (a character count lets
+          // a non-ASCII reason make the done frame too_long)
+          const ev = { type: 'finish', reason: P.truncateUtf8(reason, LIMITS.maxFinishReasonBytes) };
           if (usage) ev.usage = usage;
           events.push(ev);
           closed = true;
@@ -589,27 +605,53 @@
       }
     }
 
-    /** Handle every complete line in buf; keep the incomplete rest. */
-    function drain(events) {
-      let pos = 0;                                               // start of the current line
-      let from = scanFrom;                                       // no '\n' in buf[pos, from)
+    /** The first n characters of the incomplete line (for a quote), without joining it all. */
+    function pendingHead(n) {
+      let head = '';
+      for (let i = 0; i < pending.length && head.length < n; i++) head += pending[i].slice(0, n - head.length);
+      return head;
+    }
+
+    function dropPending() {
+      pending = [];
+      pendingLen = 0;
+    }
+
+    function tooLong(events, head) {
+      lineNo++;
+      protocolError(events, head, `a line longer than ${maxLine} characters`);
+      dropPending();
+    }
+
+    /**
+     * Take in one decoded piece of the stream: handle every line it completes.
+     * An incomplete line is kept as a list of pieces, joined once when its
+     * newline arrives, so a big record (a data-URL image) that comes in many
+     * chunks costs time in proportion to its size, not to its size squared.
+     */
+    function feed(str, events) {
+      let start = 0;
       while (!closed) {
-        const nl = buf.indexOf('\n', from);
+        const nl = str.indexOf('\n', start);
         if (nl < 0) break;
-        if (nl - pos > maxLine) {
-          lineNo++;
-          protocolError(events, buf.slice(pos, nl), `a line longer than ${maxLine} characters`);
-          break;
+        if (pendingLen + (nl - start) > maxLine) {
+          tooLong(events, pendingLen ? pendingHead(LIMITS.maxLineQuoteChars + 1) : str.slice(start, nl));
+          return;
         }
-        onLine(buf.slice(pos, nl), events);
-        pos = from = nl + 1;
+        let line = str.slice(start, nl);
+        if (pendingLen) {
+          pending.push(line);
+          line = pending.join('');
+          dropPending();
+        }
+        onLine(line, events);
+        start = nl + 1;
       }
-      buf = closed ? '' : buf.slice(pos);
-      scanFrom = buf.length;
-      if (!closed && buf.length > maxLine) {
-        lineNo++;
-        protocolError(events, buf, `a line longer than ${maxLine} characters`);
-        buf = '';
+      if (closed) { dropPending(); return; }
+      if (start < str.length) {
+        pending.push(start ? str.slice(start) : str);
+        pendingLen += str.length - start;
+        if (pendingLen > maxLine) tooLong(events, pendingHead(LIMITS.maxLineQuoteChars + 1));
       }
     }
 
@@ -619,16 +661,14 @@
       push(chunk) {
         const events = [];
         if (closed) return events;
-        buf += typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
-        drain(events);
+        feed(typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true }), events);
         return events;
       },
       end() {
         const events = [];
         if (closed) return events;
-        buf += decoder.decode();
-        if (buf !== '') buf += '\n';                             // a last line without its newline
-        drain(events);
+        const rest = decoder.decode();
+        if (rest || pendingLen) feed(rest + '\n', events);     // a last line without its newline
         if (closed) return events;
         closed = true;
         const got = seen.text + seen.reasoning + seen.images;
@@ -819,7 +859,8 @@
    *   uuid(), now()            optional, for tests
    * }
    * tracked: the TaskTracker entry (signal, cancelled, waitIfPaused()).
-   * Resolves to 'done' | 'error' | 'cancelled'; never rejects.
+   * Resolves to 'done' | 'error' | 'cancelled'; never rejects. Unless the
+   * task was cancelled, exactly one of send.done and send.error was called.
    */
   async function runTask(task, tracked, io) {
     const send = io.send;
@@ -842,7 +883,9 @@
       reader = response.body.getReader();
       return await pump(reader, task, tracked, io, fail);
     } catch (e) {
-      if (tracked.cancelled || (e && e.name === 'AbortError')) return 'cancelled';
+      // only our own cancel ends a task without a frame: an abort from
+      // anywhere else (the browser, the page) is a failure the client must hear of
+      if (tracked.cancelled) return 'cancelled';
       return fail(err('site_error', `Could not reach LMArena: ${clip(e && e.message ? e.message : String(e), 300)}`,
         { retryable: true }));
     } finally {
@@ -933,16 +976,28 @@
 
   // ───────────────────────────── the probe ─────────────────────────────
 
+  /** An AbortSignal that aborts after ms (AbortSignal.timeout where the browser has it). */
+  function timeoutSignal(ms) {
+    if (typeof AbortSignal.timeout === 'function') return AbortSignal.timeout(ms);
+    const c = new AbortController();
+    setTimeout(() => c.abort(new DOMException('The probe timed out', 'TimeoutError')), ms);
+    return c.signal;
+  }
+
   /**
    * One cheap same-origin request to see whether a verification page is
    * still up: 'ok' (the site answers normally), 'challenge', or 'error'
-   * (network trouble: try again later).
+   * (network trouble, or no answer within opts.timeoutMs, 10 s by default:
+   * try again later). The caller probes one at a time, so a request that
+   * never ends must not stop the probing.
    */
-  async function probeSite(fetchFn, url) {
+  async function probeSite(fetchFn, url, opts) {
+    const ms = (opts && opts.timeoutMs) || LIMITS.probeTimeoutMs;
     try {
-      const r = await fetchFn(url || '/', { method: 'GET', credentials: 'include', cache: 'no-store',
-        redirect: 'follow', headers: { Accept: 'text/html' } });
-      const text = await readBounded(r, LIMITS.maxErrorBodyBytes);
+      const signal = timeoutSignal(ms);
+      const r = await untilAborted(fetchFn(url || '/', { method: 'GET', credentials: 'include',
+        cache: 'no-store', redirect: 'follow', headers: { Accept: 'text/html' }, signal }), signal);
+      const text = await readBounded(r, LIMITS.maxErrorBodyBytes, signal);
       if (isChallengePage(text, r.headers)) return 'challenge';
       if (r.status === 403 || r.status === 503) return looksLikeHtml(text) && /cloudflare/i.test(text) ? 'challenge' : 'error';
       return r.ok ? 'ok' : 'error';

@@ -32,7 +32,8 @@ const CHATBRIDGE_CONFIG = Object.freeze({
   const VERSION = '1.0.0';                                       // = @version (build.sh checks)
   const MARKERS = Object.freeze({ stopped: '⛔ ', human: '⚠️ ', capture: '🎯 ', ready: '✅ ' });
   const ALL_MARKERS = Object.values(MARKERS);
-  const CLOSE_FATAL = Object.freeze({
+  // what to do about a close code after which the client stops (state 'refused')
+  const REFUSED = Object.freeze({
     4401: 'the bridge refused this script\'s token (close code 4401). Install the userscript again from '
       + 'the bridge (…/chatbridge/chatbridge.user.js): the token has probably changed. Then reload this tab.',
     4403: 'the bridge does not accept connections from this site (close code 4403): add this origin to the '
@@ -40,7 +41,14 @@ const CHATBRIDGE_CONFIG = Object.freeze({
   });
 
   if (window.top !== window.self) return;                       // @noframes, for managers that ignore it
-  if (!P || !D) return;
+  if (!P || !D) {
+    const missing = [!P && 'the protocol client (cb-protocol.js)', !D && 'the LMArena driver (driver-lmarena.js)']
+      .filter(Boolean).join(' and ');
+    alertConsole(`this copy of the userscript is broken: ${missing} did not load, so it does nothing. `
+      + 'Install it again from the bridge (http(s)://<nginx>/chatbridge/chatbridge.user.js).');
+    document.title = MARKERS.stopped + document.title;
+    return;
+  }
 
   // ── logging: silent unless config.debug; problems a person must fix always show ──
 
@@ -257,13 +265,10 @@ const CHATBRIDGE_CONFIG = Object.freeze({
       client.sendError(id, 'needs_human', tab.human.message, { status: 503, retryable: true, retryAfter: 30 });
       return;
     }
-    try {
-      const outcome = await D.runTask(task, tracked, taskIo(id));
-      log('debug', `task ${id}: ${outcome}`);
-    } finally {
-      // done/error end the tracker's entry; a cancelled task's entry is ours to end
-      if (tracker.get(id) === tracked) tracker.end(id);
-    }
+    // runTask ends the task with done or error, which end its tracker entry;
+    // a cancel removed the entry already
+    const outcome = await D.runTask(task, tracked, taskIo(id));
+    log('debug', `task ${id}: ${outcome}`);
   }
 
   // ── the connection ──
@@ -274,30 +279,15 @@ const CHATBRIDGE_CONFIG = Object.freeze({
       if (tab.models.length) client.sendModels(tab.models);
       if (tab.human) client.sendState('needs_human', tab.human.message);
     }
-    if (state === 'closed' || state === 'refused') {
-      disarmCapture(null);                                       // the command died with the connection
-      const fatal = info && CLOSE_FATAL[info.code];
-      if (fatal && !tab.stopped) {
-        tab.stopped = fatal;
-        client.stop();
-        alertConsole(`stopped: ${fatal}`);
-      }
+    if (state === 'closed' || state === 'refused') disarmCapture(null);   // the command died with the connection
+    if (state === 'refused' && !tab.stopped) {
+      // the client stopped itself: a close code the protocol marks final
+      const code = info && info.code;
+      tab.stopped = REFUSED[code] || `the bridge refused this script (close code ${code}`
+        + `${info && info.reason ? ': ' + info.reason : ''}); fix that, then reload this tab.`;
+      alertConsole(`stopped: ${tab.stopped}`);
     }
     applyTitle();
-  }
-
-  function tabId() {
-    const make = () => 'arena-' + Math.random().toString(36).slice(2, 10);
-    try {
-      let id = sessionStorage.getItem('chatbridge-tab-id');
-      if (!id || !/^[A-Za-z0-9_.:-]{1,64}$/.test(id)) {
-        id = make();
-        sessionStorage.setItem('chatbridge-tab-id', id);
-      }
-      return id;
-    } catch (_) {
-      return make();
-    }
   }
 
   const tracker = new P.TaskTracker();
@@ -305,7 +295,7 @@ const CHATBRIDGE_CONFIG = Object.freeze({
     url: config.wsUrl,
     token: config.token,
     kind: 'arena',
-    id: tabId(),
+    id: P.tabId('arena-', 'chatbridge-tab-id', () => window.sessionStorage),
     name: location.host.slice(0, 128),
     agent: `chatbridge-userscript/${VERSION}`,
     capabilities: { concurrency: config.concurrency, images: true, capture: true, any_model: true, models: [] },

@@ -19,6 +19,13 @@ const validator = P.createValidator(spec);
 
 const enc = new TextEncoder();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** promise, or a rejection after ms (so a hang fails the test instead of stalling it). */
+function within(ms, promise, what) {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timeout: ${what}`)), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const S = '11111111-2222-4333-8444-555555555555';
 const M = '66666666-7777-4888-9999-aaaaaaaaaaaa';
@@ -234,6 +241,34 @@ describe('stream parser', () => {
     assert.match(cut.at(-1).message, /without a finish record after 11 characters/);
   });
 
+  test('a long non-ASCII finishReason is cut to the protocol\'s 64 bytes, not 64 characters', () => {
+    for (const reason of ['é'.repeat(100), '停止'.repeat(40), `${'x'.repeat(63)}😀`, 'a'.repeat(200)]) {
+      const [ev] = parseAll(`ad:${JSON.stringify({ finishReason: reason })}\n`);
+      assert.equal(ev.type, 'finish');
+      assert.ok(P.utf8Length(ev.reason) <= 64, `${P.utf8Length(ev.reason)} bytes`);
+      assert.ok(ev.reason.length > 0 && reason.startsWith(ev.reason), 'a prefix of the site\'s reason');
+      assert.ok(P.utf8Length(reason.slice(0, ev.reason.length + 1)) > 64, 'as long as fits');
+      const done = { type: 'done', request_id: 'r1', finish_reason: ev.reason };
+      assert.deepEqual(validator.validate(done, 'browser'), { ok: true });
+    }
+    assert.equal(parseAll('ad:{"finishReason":"content-filter"}\n')[0].reason, 'content-filter', 'short: untouched');
+  });
+
+  test('a big record in many small chunks is parsed in linear time', () => {
+    const url = `data:image/png;base64,${'A'.repeat(4 * 1024 * 1024)}`;
+    const text = `a0:"x"\na2:[{"type":"image","image":"${url}"}]\nad:{"finishReason":"stop"}\n`;
+    const p = D.createStreamParser();
+    const events = [];
+    const t0 = performance.now();
+    for (let i = 0; i < text.length; i += 1024) events.push(...p.push(text.slice(i, i + 1024)));
+    const ms = performance.now() - t0;
+    assert.deepEqual(events.map((e) => e.type), ['delta', 'image', 'finish']);
+    assert.equal(events[1].url, url);
+    assert.equal(events[1].mime, 'image/png');
+    // the quadratic parser took over 4 s here; a linear one takes a few tens of ms
+    assert.ok(ms < 1000, `4 MiB in 1 KiB chunks took ${Math.round(ms)} ms`);
+  });
+
   test('after the finish record the parser is closed', () => {
     const p = D.createStreamParser();
     assert.equal(p.push('ad:{"finishReason":"stop"}\na0:"x"\n').length, 1);
@@ -328,6 +363,22 @@ describe('errors and verification pages', () => {
     assert.ok(!D.isChallengePage('<html><title>LMArena</title><body>Served by Cloudflare. Just a moment please.</body></html>'));
     assert.ok(!D.isChallengePage('{"error":"rate limited"}'));
     assert.ok(!D.isChallengePage(''));
+  });
+
+  test('an ordinary page with Cloudflare\'s JavaScript Detections script is not a challenge', () => {
+    // Cloudflare injects this into every HTML page of a zone with bot protection
+    const page = '<!DOCTYPE html><html><head><title>LMArena</title></head><body><main>Chat</main>'
+      + '<script>(function(){function c(){var b=a.contentDocument||a.contentWindow.document;if(b){'
+      + 'var d=b.createElement(\'script\');d.innerHTML="window.__CF$cv$params={r:\'8f1e2d3c4b5a6978\',t:\'MTcz\'};'
+      + 'var a=document.createElement(\'script\');a.nonce=\'\';a.src=\'/cdn-cgi/challenge-platform/scripts/jsd/main.js\';'
+      + 'document.getElementsByTagName(\'head\')[0].appendChild(a);";b.getElementsByTagName(\'head\')[0].appendChild(d)}}'
+      + '})();</script><script src="/cdn-cgi/challenge-platform/h/g/scripts/jsd/0123abcd/main.js"></script></body></html>';
+    assert.equal(D.isChallengePage(page), false);
+    // the challenge page's own script still counts, with or without the h/<x>/ part
+    for (const src of ['/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8f1e',
+      '/cdn-cgi/challenge-platform/h/g/orchestrate/managed/v1?ray=8f1e', '/cdn-cgi/challenge-platform/orchestrate/jsch/v1']) {
+      assert.equal(D.isChallengePage(`<html><body><script src="${src}"></script></body></html>`), true, src);
+    }
   });
 
   test('HTTP statuses → codes, with retry_after and the site\'s words', () => {
@@ -574,6 +625,13 @@ describe('runTask', () => {
       usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } });
   });
 
+  test('a long non-ASCII finish reason still makes a valid done frame', async () => {
+    const site = fakeSite([() => streamResponse([`a0:"ok"\nad:${JSON.stringify({ finishReason: '完了'.repeat(30) })}\n`])]);
+    const { io, frames } = recorder(site.fetch);                 // every frame is validated
+    assert.equal(await D.runTask(task(), tracked(), io), 'done');
+    assert.deepEqual(frames.at(-1), { type: 'done', request_id: 'r1', finish_reason: '完了'.repeat(10) + '完' });
+  });
+
   test('deltas of one network chunk go out as one frame', async () => {
     const many = Array.from({ length: 50 }, (_, i) => `a0:"${i},"\n`).join('');
     const site = fakeSite([() => streamResponse([many, 'ad:{"finishReason":"stop"}\n'])]);
@@ -677,6 +735,17 @@ describe('runTask', () => {
     assert.match(frames[0].message, /Failed to fetch/);
   });
 
+  test('an abort that is not our cancel is an error frame, never silence', async () => {
+    const site = fakeSite([new DOMException('The user aborted a request.', 'AbortError')]);
+    const { io, frames } = recorder(site.fetch);
+    const t = tracked();
+    assert.equal(await D.runTask(task(), t, io), 'error');
+    assert.equal(t.cancelled, false);
+    assert.equal(frames.length, 1);
+    assert.deepEqual([frames[0].type, frames[0].code, frames[0].retryable], ['error', 'site_error', true]);
+    assert.match(frames[0].message, /aborted a request/);
+  });
+
   test('no arena section: bad_request, and the site is not called', async () => {
     const site = fakeSite([() => { throw new Error('must not be called'); }]);
     const { io, frames } = recorder(site.fetch);
@@ -752,5 +821,32 @@ describe('probe', () => {
     assert.equal(await D.probeSite(async () => new Response(CF_PAGE, { status: 200 })), 'challenge');
     assert.equal(await D.probeSite(async () => new Response('x', { status: 502 })), 'error');
     assert.equal(await D.probeSite(async () => { throw new TypeError('offline'); }), 'error');
+  });
+
+  test('an ordinary page with Cloudflare\'s detection script is ok: the tab leaves needs_human', async () => {
+    const page = '<html><title>LMArena</title><body>Chat<script src="/cdn-cgi/challenge-platform/scripts/jsd/main.js">'
+      + '</script></body></html>';
+    assert.equal(await D.probeSite(async () => new Response(page, { headers: { 'content-type': 'text/html' } })), 'ok');
+  });
+
+  test('a probe that gets no answer gives up: error, after the timeout (10 s by default)', async () => {
+    const inits = [];
+    const never = (url, init) => { inits.push(init); return new Promise(() => {}); };
+    let t0 = Date.now();
+    assert.equal(await within(3000, D.probeSite(never, '/', { timeoutMs: 100 }), 'the probe'), 'error');
+    assert.ok(Date.now() - t0 >= 90, 'not before the timeout');
+    // headers came, the body never ends
+    const stuckBody = () => new Response(new ReadableStream({ pull: () => new Promise(() => {}) }),
+      { headers: { 'content-type': 'text/html' } });
+    t0 = Date.now();
+    assert.equal(await within(3000, D.probeSite(async () => stuckBody(), '/', { timeoutMs: 100 }), 'the probe'), 'error');
+    assert.ok(Date.now() - t0 >= 90);
+    // by default: a signal that aborts after 10 s is passed to fetch
+    let seen;
+    await D.probeSite(async (url, init) => { seen = init; return new Response('<html>ok</html>'); });
+    assert.ok(seen.signal instanceof AbortSignal, 'the fetch has a signal');
+    assert.equal(seen.signal.aborted, false);
+    assert.equal(D.LIMITS.probeTimeoutMs, 10000);
+    assert.ok(inits[0].signal instanceof AbortSignal && inits[0].signal.aborted, 'the hung fetch was aborted');
   });
 });
