@@ -98,13 +98,18 @@ $(BUILD)/sidecar/cb_shm.o: common/cb_shm.c common/cb_shm.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CB) -c $< -o $@
 
-$(BUILD)/sidecar/cb_jsonc.o: ngx_chatbridge_module/cb_jsonc.c \
-                             ngx_chatbridge_module/cb_jsonc.h
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_CB) $(shell pkg-config --cflags jansson) -c $< -o $@
+# the module's plain C it shares: the JSONC files, and the checks nginx
+# makes of the LMArena files (cb_arena.c, which needs cb_openai.c for its
+# errors and that cb_json.c)
+SIDECAR_MODULE_OBJS = $(BUILD)/sidecar/cb_jsonc.o $(BUILD)/sidecar/cb_arena.o \
+                      $(BUILD)/sidecar/cb_openai.o $(BUILD)/sidecar/cb_json.o
 
-$(SIDECAR): $(SIDECAR_OBJS) $(BUILD)/sidecar/cb_shm.o \
-            $(BUILD)/sidecar/cb_jsonc.o
+$(SIDECAR_MODULE_OBJS): $(BUILD)/sidecar/%.o: ngx_chatbridge_module/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_CB) $(shell pkg-config --cflags jansson) -MMD -MP \
+	    -c $< -o $@
+
+$(SIDECAR): $(SIDECAR_OBJS) $(BUILD)/sidecar/cb_shm.o $(SIDECAR_MODULE_OBJS)
 	$(CXX) $(SAN) -o $@ $^ $(LIBS_SIDECAR)
 
 sidecar: $(SIDECAR)

@@ -6,14 +6,13 @@
 #include "log.h"
 #include "util.h"
 
+#include "cb_arena.h"
 #include "cb_jsonc.h"
 
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <unistd.h>
 
 namespace chatbridge {
@@ -47,6 +46,21 @@ std::string str(json_t *f, const char *key)
     return json_is_string(v) ? std::string(json_string_value(v),
                                            json_string_length(v))
                              : std::string();
+}
+
+// a session or model id as the arena files hold it: no ':', which
+// models.json uses to mark a type ("<uuid>:image")
+bool good_id(const std::string &s)
+{
+    if (s.empty() || s.size() > 64) {
+        return false;
+    }
+    for (unsigned char c : s) {
+        if (!(isalnum(c) || c == '-' || c == '_')) {
+            return false;
+        }
+    }
+    return true;
 }
 
 } // namespace
@@ -294,6 +308,9 @@ void Bridge::worker_gone(uint32_t index)
 
 // --- dispatch
 
+// The browser for a request, never the one that refused it: null if none
+// has room now.  *eligible: a ready browser could serve it (it may wait in
+// the queue); *human: one could, once a person attends to its tab.
 Browser *Bridge::pick(const Request *r, bool *eligible, bool *human) const
 {
     Browser *best = nullptr;
@@ -353,6 +370,12 @@ void Bridge::dispatch(Request *r)
     bool eligible = false, human = false;
     Browser *b = pick(r, &eligible, &human);
 
+    place(r, b, eligible, human);
+}
+
+// pick()'s answer carried out: the browser, the queue, or the client's error
+void Bridge::place(Request *r, Browser *b, bool eligible, bool human)
+{
     if (b != nullptr) {
         assign(r, b);
         return;
@@ -401,6 +424,15 @@ void Bridge::unavailable(Request *r, bool human)
 
 void Bridge::assign(Request *r, Browser *b)
 {
+    if (r->control) {
+        // a command has its tab from control() and takes no place in it
+        log(Level::error, "command %s cannot go to a browser as a task",
+            r->id.c_str());
+        fail(r, 500, "bridge_error", "a command cannot be dispatched as a "
+             "task", false, 0);
+        return;
+    }
+
     r->browser = b;
     r->attempts++;
     b->requests.insert(r);
@@ -771,6 +803,12 @@ void Bridge::browser_message(Browser *b, const char *data, size_t len)
             bool image = str(m, "type") == "image";
             b->models.emplace_back(str(m, "id"),
                                    owner.empty() ? b->kind : owner);
+            if (!uuid.empty() && !good_id(uuid)) {
+                log(Level::warn, "browser %s: the uuid of model %s is not "
+                    "an id (letters, digits, '-', '_'); models.json does "
+                    "not get it", b->id.c_str(), str(m, "id").c_str());
+                continue;
+            }
             if (!uuid.empty() || image) {
                 b->model_ids.emplace_back(
                     str(m, "id"), (uuid.empty() ? std::string("null") : uuid)
@@ -882,6 +920,16 @@ Request *Bridge::answering(Browser *b, std::string_view id, const char *type)
         return nullptr;
     }
 
+    if (r->control) {
+        // a command is answered with a result frame, never as a task
+        seg_.header()->counters.bad_frames++;
+        log(Level::info, "browser %s sent a bad frame: %s for command %s",
+            b->id.c_str(), type, key_.c_str());
+        b->send(error_frame("bad_frame", std::string("a command takes a "
+                            "result frame, not ") + type, key_));
+        return nullptr;
+    }
+
     return r;
 }
 
@@ -972,28 +1020,21 @@ void Bridge::on_answer(Browser *b, const char *type, json_t *f)
         // a tab that cannot take it now: another tab may (never the same
         // one again; with no other tab, the client hears why)
         if (!r->answered && (code == "needs_human" || code == "busy")
-            && r->attempts <= opts_.retries && another_can_serve(r, b)) {
+            && r->attempts <= opts_.retries) {
+            bool eligible = false, human = false;
             r->refused_by = b->id;
             detach(r);
-            dispatch(r);
-            return;
+            Browser *o = pick(r, &eligible, &human);
+            if (eligible) {
+                place(r, o, eligible, human);
+                return;
+            }
         }
 
         b->errors++;
         fail(r, status, code, str(f, "message"), retryable, after);
         pump();
     }
-}
-
-bool Bridge::another_can_serve(const Request *r, const Browser *b) const
-{
-    for (const Browser *o : browsers_) {
-        if (o != b && o->state == Browser::State::ready
-            && o->can_serve(r->kind, r->model)) {
-            return true;
-        }
-    }
-    return false;
 }
 
 void Bridge::bad_frame(Browser *b, json_t *f, const Verdict &v)
@@ -1186,30 +1227,9 @@ void Bridge::on_result(Browser *b, json_t *f)
 
 namespace {
 
-bool good_id(const std::string &s)
-{
-    if (s.empty() || s.size() > 64) {
-        return false;
-    }
-    for (unsigned char c : s) {
-        if (!(isalnum(c) || c == '-' || c == '_')) {
-            return false;
-        }
-    }
-    return true;
-}
-
-std::string read_file(const std::string &path, bool *exists)
-{
-    std::ifstream in(path, std::ios::binary);
-    *exists = bool(in);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-// dir is --state-dir or inside it
-bool inside(const std::string &dir, const std::string &root)
+// dir, resolved, if it is --state-dir or inside it
+bool inside(const std::string &dir, const std::string &root,
+            std::string *real)
 {
     char a[PATH_MAX], b[PATH_MAX];
     if (root.empty() || realpath(dir.c_str(), a) == nullptr
@@ -1217,26 +1237,60 @@ bool inside(const std::string &dir, const std::string &root)
         return false;
     }
     std::string d(a), r(b);
-    return d == r || d.rfind(r + "/", 0) == 0;
+    if (d != r && d.rfind(r == "/" ? r : r + "/", 0) != 0) {
+        return false;
+    }
+    *real = d;
+    return true;
 }
 
-// set keys of a JSONC text one by one, keeping its comments
+// set keys of a JSONC text one by one, keeping its comments; the values
+// are released in any case
 bool set_members(std::string *text, const std::string &name,
                  const std::vector<std::pair<const char *, json_t *>> &kv,
                  std::string *err)
 {
+    bool ok = true;
     char e[512];
     for (const auto &p : kv) {
         size_t len;
-        char *out = cb_jsonc_set_member(text->data(), text->size(), p.first,
-                                        p.second, &len, e, sizeof(e));
-        json_decref(p.second);
-        if (out == nullptr) {
-            *err = name + ": " + e;
-            return false;
+        char *out = nullptr;
+        if (ok) {
+            out = cb_jsonc_set_member(text->data(), text->size(), p.first,
+                                      p.second, &len, e, sizeof(e));
+            if (out == nullptr) {
+                *err = name + ": " + e;
+                ok = false;
+            }
         }
-        text->assign(out, len);
-        free(out);
+        json_decref(p.second);
+        if (out != nullptr) {
+            text->assign(out, len);
+            free(out);
+        }
+    }
+    return ok;
+}
+
+// what is about to be written passes the checks nginx makes when it loads
+// the file, so that a reload cannot fail on it
+bool arena_file_ok(const std::string &text, const std::string &file,
+                   int (*check)(json_t *, const char *, char *, size_t),
+                   std::string *err)
+{
+    if (text.size() > CB_ARENA_FILE_MAX) {
+        *err = file + ": would grow past "
+               + std::to_string(CB_ARENA_FILE_MAX) + " bytes";
+        return false;
+    }
+
+    char e[512];
+    std::unique_ptr<json_t, void (*)(json_t *)> doc(
+        cb_jsonc_parse(text.data(), text.size(), file.c_str(), e,
+                       sizeof(e)), json_decref);
+    if (!doc || check(doc.get(), file.c_str(), e, sizeof(e)) != 0) {
+        *err = e;
+        return false;
     }
     return true;
 }
@@ -1245,8 +1299,9 @@ bool set_members(std::string *text, const std::string &name,
 
 // The captured ids go where LMArena Bridge kept them: the model's mapping
 // in model_endpoint_map.json (one session is replaced; a pool gets it first,
-// in place of the same session), or the global ids in config.jsonc; both
-// written atomically, comments kept.
+// in place of the same session, and drops its oldest past
+// CB_ARENA_POOL_MAX), or the global ids in config.jsonc; both written
+// atomically, comments kept, and only if nginx would load the result.
 bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
                            std::string *err)
 {
@@ -1276,9 +1331,9 @@ bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
     json_object_set_new(out, "entry", entry);
     json_object_set_new(out, "browser", json_string(r->browser->id.c_str()));
 
-    std::string dir = str(r->args.get(), "dir");
+    std::string dir;
 
-    if (dir.empty() || !inside(dir, opts_.state_dir)) {
+    if (!inside(str(r->args.get(), "dir"), opts_.state_dir, &dir)) {
         json_object_set_new(out, "written", json_false());
         json_object_set_new(out, "note", json_string(
             opts_.state_dir.empty()
@@ -1289,26 +1344,34 @@ bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
         return true;
     }
 
-    bool exists;
     std::string file, text;
     std::vector<std::pair<const char *, json_t *>> kv;
+    int (*check)(json_t *, const char *, char *, size_t);
 
     if (model.empty()) {
         file = dir + "/config.jsonc";
-        text = read_file(file, &exists);
-        if (!exists) {
+        switch (read_regular_file(file, CB_ARENA_FILE_MAX, &text, err)) {
+        case ReadFile::ok:
+            break;
+        case ReadFile::missing:
             *err = file + " cannot be read";
+            return false;
+        case ReadFile::error:
             return false;
         }
         kv = { { "session_id", json_string(sid.c_str()) },
                { "message_id", json_string(mid.c_str()) },
                { "id_updater_last_mode", json_string(mode.c_str()) },
                { "id_updater_battle_target", json_string(target.c_str()) } };
+        check = cb_arena_check_config;
 
     } else {
         file = dir + "/model_endpoint_map.json";
-        text = read_file(file, &exists);
-        if (!exists || text.find_first_not_of(" \t\r\n") == std::string::npos) {
+        if (read_regular_file(file, CB_ARENA_FILE_MAX, &text, err)
+            == ReadFile::error) {
+            return false;
+        }
+        if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
             text = "{\n}\n";
         }
 
@@ -1331,6 +1394,9 @@ bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
             size_t i;
             json_t *item;
             json_array_foreach(old, i, item) {
+                if (json_array_size(value) == CB_ARENA_POOL_MAX) {
+                    break;      // the oldest go
+                }
                 if (str(item, "session_id") != sid) {
                     json_array_append(value, item);
                 }
@@ -1340,9 +1406,11 @@ bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
         }
 
         kv = { { model.c_str(), value } };
+        check = cb_arena_check_map;
     }
 
-    if (!set_members(&text, file, kv, err)) {
+    if (!set_members(&text, file, kv, err)
+        || !arena_file_ok(text, file, check, err)) {
         return false;
     }
 
@@ -1360,19 +1428,24 @@ bool Bridge::write_capture(Request *r, json_t *data, json_t *out,
 // --update-models: models.json follows the list the page shows
 void Bridge::update_models_file(Browser *b)
 {
-    if (opts_.state_dir.empty()) {
+    char dir[PATH_MAX];
+    if (b->model_ids.empty() || opts_.state_dir.empty()
+        || realpath(opts_.state_dir.c_str(), dir) == nullptr) {
+        return;     // an empty list is a page that has not loaded yet
+    }
+
+    std::string file = std::string(dir) + "/models.json", text, err;
+    ReadFile rf = read_regular_file(file, CB_ARENA_FILE_MAX, &text, &err);
+    if (rf == ReadFile::error) {
+        log(Level::error, "not updating %s", err.c_str());
         return;
     }
 
-    std::string file = opts_.state_dir + "/models.json";
-    bool exists;
-    std::string text = read_file(file, &exists);
     char e[512];
-
     std::unique_ptr<json_t, void (*)(json_t *)> old(
-        exists ? cb_jsonc_parse(text.data(), text.size(), file.c_str(), e,
-                                sizeof(e))
-               : json_object(),
+        rf == ReadFile::ok ? cb_jsonc_parse(text.data(), text.size(),
+                                            file.c_str(), e, sizeof(e))
+                           : json_object(),
         json_decref);
     if (!old) {
         log(Level::error, "not updating %s: %s", file.c_str(), e);
@@ -1414,6 +1487,11 @@ void Bridge::update_models_file(Browser *b)
     }
     std::string body = std::string(out) + "\n";
     free(out);
+
+    if (!arena_file_ok(body, file, cb_arena_check_models, &err)) {
+        log(Level::error, "not updating %s", err.c_str());
+        return;
+    }
 
     if (cb_file_write_atomic(file.c_str(), body.data(), body.size(), e,
                              sizeof(e)) != 0) {

@@ -93,7 +93,7 @@ private:
     // dispatch
     void dispatch(Request *r);
     Browser *pick(const Request *r, bool *eligible, bool *human) const;
-    bool another_can_serve(const Request *r, const Browser *b) const;
+    void place(Request *r, Browser *b, bool eligible, bool human);
     void assign(Request *r, Browser *b);
     void detach(Request *r);
     void pump();

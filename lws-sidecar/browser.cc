@@ -20,20 +20,23 @@ void Browser::send(OutFrame frame)
         return;
     }
 
-    // nothing queued ahead and room in the socket: out now, rather than a
-    // turn of the loop later (lws keeps what a short write leaves over, as
-    // in on_writable(); a failed write closes the connection at lws's next
-    // turn)
-    if (tx_.empty() && !lws_send_pipe_choked(wsi)) {
+    // nothing queued ahead and nothing left over from a short write: out
+    // now, rather than a turn of the loop later (lws keeps what a short
+    // write leaves over, as in on_writable()); after a failed write lws
+    // closes the connection at its next turn
+    if (tx_.empty() && !lws_partial_buffered(wsi)) {
         size_t len = frame->size() - LWS_PRE;
         auto *p = reinterpret_cast<unsigned char *>(
             const_cast<char *>(frame->data())) + LWS_PRE;
 
-        (void) lws_write(wsi, p, len, LWS_WRITE_TEXT);
+        if (lws_write(wsi, p, len, LWS_WRITE_TEXT) < 0) {
+            state = State::closing;
+            lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND,
+                            LWS_TO_KILL_ASYNC);
+        }
         return;
     }
 
-    tx_bytes += frame->size();
     tx_.push_back(std::move(frame));
     lws_callback_on_writable(wsi);
 }
@@ -48,7 +51,6 @@ int Browser::on_writable()
     while (!tx_.empty()) {
         OutFrame f = std::move(tx_.front());
         tx_.pop_front();
-        tx_bytes -= f->size();
 
         size_t len = f->size() - LWS_PRE;
         auto *p = reinterpret_cast<unsigned char *>(
@@ -59,8 +61,8 @@ int Browser::on_writable()
         }
         wrote = true;
 
-        if (lws_send_pipe_choked(wsi)) {
-            break;
+        if (lws_partial_buffered(wsi)) {
+            break;      // the rest when lws has sent what it kept
         }
     }
 

@@ -58,7 +58,6 @@ public:
     uint64_t connected_at, last_rx, last_ping, last_assign = 0;
     std::unordered_set<Request *> requests;
     std::string rx;
-    size_t tx_bytes = 0;
 
 private:
     std::deque<OutFrame> tx_;

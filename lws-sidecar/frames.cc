@@ -384,7 +384,8 @@ bool Schema::load(const char *text, std::string *err)
     for (size_t k = 0; k < 3; k++) {
         auto it = frames_.find(fast_names[k]);
         FastDef d;
-        bool usable = it != frames_.end() && it->second.from != "sidecar";
+        bool usable = it != frames_.end()
+                      && sent_by(it->second, Direction::browser);
 
         for (size_t i = 0; usable && i < it->second.fields.size(); i++) {
             const std::string &name = it->second.fields[i].first;
@@ -567,8 +568,7 @@ Verdict Schema::validate(json_t *frame, Direction dir) const
     auto it = frames_.find(json_string_value(type));
     const char *want = dir == Direction::browser ? "browser" : "sidecar";
 
-    if (it == frames_.end()
-        || (it->second.from != "both" && it->second.from != want)) {
+    if (it == frames_.end() || !sent_by(it->second, dir)) {
         fail(&out, "unknown_type", "type",
              std::string("\"") + json_string_value(type)
                  + "\" is not a frame a " + want + " sends");
@@ -577,6 +577,12 @@ Verdict Schema::validate(json_t *frame, Direction dir) const
 
     check_fields(it->second.fields, frame, "", &out);
     return out;
+}
+
+bool Schema::sent_by(const FrameDef &def, Direction dir)
+{
+    return def.from == "both"
+           || def.from == (dir == Direction::browser ? "browser" : "sidecar");
 }
 
 bool Schema::fast_string(const Field *f, std::string_view raw, bool escaped,
@@ -619,6 +625,8 @@ bool Schema::read_fast(const char *data, size_t n, FastFrame *out,
     constexpr size_t kMax = 8;
     Member m[kMax];
     size_t nm = 0;
+    const Member *type = nullptr;
+    size_t k = 0;
 
     const auto *p = reinterpret_cast<const unsigned char *>(data);
     const auto *e = p + n;
@@ -675,6 +683,30 @@ bool Schema::read_fast(const char *data, size_t n, FastFrame *out,
                     esc, len };
         p = end + 1;
 
+        // which frame: any other than these goes the full way at once
+        if (key == "type") {
+            const Member &t = m[nm - 1];
+            if (t.escaped) {
+                return false;
+            }
+            if (t.raw == "delta") {
+                k = 0;
+                out->kind = FastFrame::Kind::delta;
+            } else if (t.raw == "reasoning") {
+                k = 1;
+                out->kind = FastFrame::Kind::reasoning;
+            } else if (t.raw == "done") {
+                k = 2;
+                out->kind = FastFrame::Kind::done;
+            } else {
+                return false;
+            }
+            if (fast_[k].def == nullptr) {
+                return false;
+            }
+            type = &t;
+        }
+
         while (p < e && json_space(*p)) {
             p++;
         }
@@ -698,37 +730,13 @@ bool Schema::read_fast(const char *data, size_t n, FastFrame *out,
         return false;
     }
 
-    // which frame, and its members as the spec has them
+    // its members as the spec has them
 
-    const Member *type = nullptr;
-    for (size_t i = 0; i < nm; i++) {
-        if (m[i].key == "type") {
-            type = &m[i];
-        }
-    }
-    if (type == nullptr || type->escaped) {
-        return false;
-    }
-
-    size_t k;
-    if (type->raw == "delta") {
-        k = 0;
-        out->kind = FastFrame::Kind::delta;
-    } else if (type->raw == "reasoning") {
-        k = 1;
-        out->kind = FastFrame::Kind::reasoning;
-    } else if (type->raw == "done") {
-        k = 2;
-        out->kind = FastFrame::Kind::done;
-    } else {
+    if (type == nullptr) {
         return false;
     }
 
     const FastDef &d = fast_[k];
-    if (d.def == nullptr) {
-        return false;
-    }
-
     const Member *id = nullptr, *text = nullptr, *reason = nullptr;
 
     for (size_t i = 0; i < nm; i++) {

@@ -97,6 +97,9 @@ private:
         FieldList fields;
     };
 
+    // the rule validate() and the fast path share: who sends a frame
+    static bool sent_by(const FrameDef &def, Direction dir);
+
     static bool parse_field(json_t *def, Field *f, std::string *err);
     static bool parse_fields(json_t *obj, FieldList *out, std::string *err);
     static bool check(const Field &f, json_t *v, const std::string &path,

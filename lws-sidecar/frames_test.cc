@@ -321,6 +321,41 @@ START_TEST(test_fast_path_mutations)
 }
 END_TEST
 
+START_TEST(test_fast_path_follows_from)
+{
+    // a spec in which no browser sends delta: the fast path refuses it, as
+    // validate() does (the same rule for "from")
+    json_error_t je;
+    json_t *spec = json_loads(protocol_spec, 0, &je);
+    ck_assert(spec != nullptr);
+    json_t *delta = json_object_get(json_object_get(spec, "frames"),
+                                    "delta");
+    json_object_set_new(delta, "from", json_string("nobody"));
+    char *text = json_dumps(spec, 0);
+    json_decref(spec);
+
+    Schema other;
+    std::string err;
+    ck_assert_msg(other.load(text, &err), "%s", err.c_str());
+    free(text);
+
+    const std::string f =
+        "{\"type\":\"delta\",\"request_id\":\"r\",\"text\":\"x\"}";
+    json_t *j = json_loads(f.c_str(), 0, &je);
+    Verdict v = other.validate(j, Direction::browser);
+    json_decref(j);
+    ck_assert(!v.ok);
+    ck_assert_str_eq(v.error.c_str(), "unknown_type");
+
+    FastFrame ff;
+    std::string scratch;
+    ck_assert(!other.read_fast(f.data(), f.size(), &ff, &scratch));
+
+    // and the shipped spec takes it
+    ck_assert(schema.read_fast(f.data(), f.size(), &ff, &scratch));
+}
+END_TEST
+
 int main()
 {
     Suite *s = suite_create("frames");
@@ -335,6 +370,7 @@ int main()
     tcase_add_test(tc, test_not_an_object);
     tcase_add_test(tc, test_fast_path);
     tcase_add_test(tc, test_fast_path_mutations);
+    tcase_add_test(tc, test_fast_path_follows_from);
     suite_add_tcase(s, tc);
 
     return cb_check_run(s);

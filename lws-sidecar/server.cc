@@ -9,10 +9,12 @@
 #include "util.h"
 
 #include <csignal>
-#include <grp.h>
-#include <unistd.h>
 #include <cstring>
+#include <grp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 namespace chatbridge {
 
@@ -62,6 +64,40 @@ bool origin_match(const std::string &pattern, const std::string &origin)
            && mid.find(':') == std::string::npos;
 }
 
+// a socket file that nobody listens on is a leftover, and removed; one
+// that answers is another process's: an error
+bool stale_socket(const std::string &path, std::string *err)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+
+    if (path.size() >= sizeof(sun.sun_path)) {
+        *err = "the --listen socket path is too long";
+        return false;
+    }
+    memcpy(sun.sun_path, path.data(), path.size());
+
+    struct stat st;
+    if (lstat(path.c_str(), &st) == -1) {
+        return true;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        *err = path + " exists and is not a socket";
+        return false;
+    }
+
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (connect(probe.get(), reinterpret_cast<sockaddr *>(&sun),
+                sizeof(sun)) == 0) {
+        *err = "another process is listening on " + path;
+        return false;
+    }
+
+    unlink(path.c_str());
+    return true;
+}
+
 } // namespace
 
 Server::Server(const Options &opts, Bridge &bridge, Control &control)
@@ -76,7 +112,7 @@ Server::~Server()
     if (ctx_ != nullptr) {
         lws_context_destroy(ctx_);
     }
-    if (opts_.listen.rfind("unix:", 0) == 0) {
+    if (bound_) {
         unlink(opts_.listen.c_str() + 5);
     }
 }
@@ -119,11 +155,14 @@ bool Server::start(std::string *err)
     vi.user = this;
 
     std::string iface;
-    if (opts_.listen.rfind("unix:", 0) == 0) {
+    bool unix_sock = opts_.listen.rfind("unix:", 0) == 0;
+    if (unix_sock) {
         iface = opts_.listen.substr(5);
         vi.options |= LWS_SERVER_OPTION_UNIX_SOCK;
         vi.iface = iface.c_str();
-        unlink(iface.c_str());
+        if (!stale_socket(iface, err)) {
+            return false;
+        }
     } else {
         size_t colon = opts_.listen.rfind(':');
         if (colon == std::string::npos) {
@@ -144,8 +183,9 @@ bool Server::start(std::string *err)
                + " (in use, or not an address of this host)";
         return false;
     }
+    bound_ = unix_sock;     // the socket file is ours to remove
 
-    if (opts_.listen.rfind("unix:", 0) == 0) {
+    if (unix_sock) {
         // nginx proxies browsers to it: same access rule as the control
         // socket
         if (!opts_.control_group.empty()) {

@@ -55,6 +55,7 @@ private:
     Control &control_;
     struct lws_context *ctx_ = nullptr;
     struct lws_vhost *raw_ = nullptr;
+    bool bound_ = false;            // the unix socket file is ours
     Tick tick_;
 };
 

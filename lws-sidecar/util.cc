@@ -2,7 +2,12 @@
 
 #include "util.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +97,68 @@ size_t utf8_cut(const char *s, size_t len, size_t max)
         n--;
     }
     return n ? n : max;
+}
+
+ReadFile read_regular_file(const std::string &path, size_t max,
+                           std::string *out, std::string *err)
+{
+    out->clear();
+
+    UniqueFd fd(open(path.c_str(),
+                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOENT) {
+            return ReadFile::missing;
+        }
+        *err = path + ": " + (errno == ELOOP ? "is a symbolic link"
+                                             : strerror(errno));
+        return ReadFile::error;
+    }
+
+    struct stat st;
+    if (fstat(fd.get(), &st) == -1) {
+        *err = path + ": fstat(): " + strerror(errno);
+        return ReadFile::error;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *err = path + ": not a regular file";
+        return ReadFile::error;
+    }
+
+    // the size is a hint: the file may grow while it is read
+    out->resize(std::min(size_t(st.st_size), max) + 1);
+    size_t got = 0;
+
+    for (;;) {
+        if (got == out->size()) {
+            if (got > max) {
+                break;
+            }
+            out->resize(std::min(2 * got, max + 1));
+        }
+        ssize_t n = read(fd.get(), out->data() + got, out->size() - got);
+        if (n == 0) {
+            break;
+        }
+        if (n == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+            *err = path + ": read(): " + strerror(errno);
+            out->clear();
+            return ReadFile::error;
+        }
+        got += size_t(n);
+    }
+
+    if (got > max) {
+        *err = path + ": larger than " + std::to_string(max) + " bytes";
+        out->clear();
+        return ReadFile::error;
+    }
+
+    out->resize(got);
+    return ReadFile::ok;
 }
 
 } // namespace chatbridge

@@ -1,7 +1,7 @@
 // Copyright (C) chatbridge authors
 //
-// Small RAII helpers over C handles, and the clocks and randomness the
-// sidecar uses.
+// Small RAII helpers over C handles, the clocks and randomness the sidecar
+// uses, and a bounded file reader.
 
 #ifndef CHATBRIDGE_UTIL_H
 #define CHATBRIDGE_UTIL_H
@@ -67,6 +67,15 @@ bool constant_time_equal(const std::string &a, const std::string &b);
 // Where to cut s so that the head is at most max bytes and no UTF-8
 // character is split.
 size_t utf8_cut(const char *s, size_t len, size_t max);
+
+enum class ReadFile { ok, missing, error };
+
+// Reads a regular file of at most max bytes into *out.  The last path
+// component must not be a symbolic link, and a FIFO or a device is refused
+// without blocking on it.  missing: there is no such file; error: *err says
+// what is wrong.
+ReadFile read_regular_file(const std::string &path, size_t max,
+                           std::string *out, std::string *err);
 
 } // namespace chatbridge
 

@@ -22,10 +22,6 @@ static int cb_arena_read(const char *dir, const char *name, int required,
     json_t **out, char *err, size_t errlen);
 static int cb_arena_config(cb_arena_t *a, const char *file, char *err,
     size_t errlen);
-static int cb_arena_check_models(json_t *models, const char *file, char *err,
-    size_t errlen);
-static int cb_arena_check_map(json_t *map, const char *file, char *err,
-    size_t errlen);
 static int cb_arena_entry(json_t *v, cb_arena_entry_t *e);
 static int cb_arena_parse_mode(json_t *v, int *mode);
 static int cb_arena_parse_target(json_t *v, char *target);
@@ -470,7 +466,20 @@ cb_arena_config(cb_arena_t *a, const char *file, char *err, size_t errlen)
 }
 
 
-static int
+int
+cb_arena_check_config(json_t *config, const char *file, char *err,
+    size_t errlen)
+{
+    cb_arena_t  a;
+
+    memset(&a, 0, sizeof(cb_arena_t));
+    a.config = config;
+
+    return cb_arena_config(&a, file, err, errlen);
+}
+
+
+int
 cb_arena_check_models(json_t *models, const char *file, char *err,
     size_t errlen)
 {
@@ -502,7 +511,7 @@ cb_arena_check_models(json_t *models, const char *file, char *err,
 }
 
 
-static int
+int
 cb_arena_check_map(json_t *map, const char *file, char *err, size_t errlen)
 {
     size_t             i;

@@ -18,6 +18,11 @@
 #include "cb_openai.h"
 
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+
 #define CB_ARENA_DIRECT         1       /* "direct_chat" */
 #define CB_ARENA_BATTLE         2       /* "battle" */
 
@@ -85,5 +90,21 @@ json_t *cb_arena_task(const cb_arena_session_t *s, const char *uuid,
 
 const char *cb_arena_mode_name(int mode);
 
+/*
+ * The checks cb_arena_load() makes of each file once it is parsed, for
+ * whoever writes the files (the sidecar, after a capture): 0, or -1 with
+ * err naming the file and what is wrong.
+ */
+int cb_arena_check_config(json_t *config, const char *file, char *err,
+    size_t errlen);
+int cb_arena_check_models(json_t *models, const char *file, char *err,
+    size_t errlen);
+int cb_arena_check_map(json_t *map, const char *file, char *err,
+    size_t errlen);
+
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* _CB_ARENA_H_INCLUDED_ */

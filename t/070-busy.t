@@ -12,7 +12,8 @@ my $t = ChatBridgeTest->new;
 my $dir = $t->dir;
 $t->start_sidecar;
 $t->start_nginx;
-$t->start_browser('--id', 'only');
+# it names the model, so dispatch prefers it to any tab that does not
+$t->start_browser('--id', 'only', '--models', 'm');
 ok($t->wait_browsers(1), 'one browser');
 
 sub chat {
@@ -30,7 +31,8 @@ ok($r->{headers}{'retry-after'}, 'and Retry-After');
 my @tasks = grep { ($_->{messages}[0]{content} // q()) =~ /first/ } $t->events('task');
 is(scalar @tasks, 1, 'the tab was asked once, not again after saying busy');
 
-# --- two tabs: the other one answers
+# --- two tabs: the other one answers, though the busy tab, which names the
+#     model, would win every tiebreak: only its refusal keeps it out
 
 $t->start_browser('--id', 'other');
 ok($t->wait_browsers(2), 'two browsers');
@@ -40,7 +42,8 @@ is($r->{status}, 200, 'one tab busy, the other answers');
 like($r->{content}, qr/echo: second/, 'with the answer');
 @tasks = grep { ($_->{messages}[0]{content} // q()) =~ /second/ } $t->events('task');
 is(scalar @tasks, 2, 'two tasks: the busy one and the retry');
-isnt($tasks[0]{browser}, $tasks[1]{browser}, 'on two different tabs');
+is($tasks[0]{browser}, 'only', 'the tab that names the model first');
+is($tasks[1]{browser}, 'other', 'then the other tab, not the busy one again');
 
 $t->done;
 done_testing;

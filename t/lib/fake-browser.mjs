@@ -26,6 +26,12 @@
 //                           error frame (site_error 502); others answer (so
 //                           one of the n parts of an images request fails)
 //   [[busy-once FILE]]      likewise, but the tab answers busy (503)
+//   [[send-models LIST]]    first announce LIST as the tab's models: entries
+//                           ID[=UUID[=TYPE]] joined by ",", the UUID sent as
+//                           it is (":" too); no LIST: an empty list
+//   [[answer-command FRAME]] first answer the last command this tab was
+//                           sent as if it were a task: FRAME done, delta or
+//                           busy (an error frame), with the command's id
 //
 // Events (task, cancel, pause, resume, protocol errors) go to --log as JSON
 // lines, so a test can see that a cancel reached the browser.
@@ -124,6 +130,28 @@ async function work(client, task, tracked) {
            model: task.model, stream: task.stream, op: task.op,
            messages: task.messages, params: task.params, kind: task.kind,
            arena: task.arena });
+
+  if (d['send-models'] !== undefined) {
+    const list = d['send-models'] === true ? []
+      : String(d['send-models']).split(',').map((m) => {
+        const [mid, uuid, type] = m.split('=');
+        return Object.assign({ id: mid }, uuid ? { uuid } : {},
+                             type ? { type } : {});
+      });
+    client.sendModels(list);
+  }
+
+  if (d['answer-command']) {
+    const cid = lastCommand.get(client);
+    const frame = { done: { type: 'done', request_id: cid },
+                    delta: { type: 'delta', request_id: cid, text: 'x' },
+                    busy: { type: 'error', request_id: cid, code: 'busy',
+                            message: 'scripted busy for a command',
+                            status: 503, retryable: true } };
+    record({ event: 'answer-command', browser: client.browserId,
+             command_id: cid, frame: d['answer-command'] });
+    client.send(frame[String(d['answer-command'])]);
+  }
 
   if (d.silent) return new Promise(() => {});
 
@@ -231,6 +259,7 @@ async function work(client, task, tracked) {
 }
 
 const clients = [];
+const lastCommand = new Map();      // client -> the id of its last command
 
 for (let n = 0; n < args.browsers; n++) {
   const tracker = new TaskTracker();
@@ -261,6 +290,7 @@ for (let n = 0; n < args.browsers; n++) {
     onError: (f) => record({ event: 'error', browser: client.browserId, frame: f }),
     onCommand: (f) => {
       record({ event: 'command', browser: client.browserId, frame: f });
+      lastCommand.set(client, f.command_id);
       if (f.command === 'send_models') {
         client.sendModels(models);
         client.sendResult(f.command_id, true, { count: models.length });
