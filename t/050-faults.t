@@ -179,4 +179,26 @@ ok(ChatBridgeTest::wait_for(sub {
        $r->{status} == 200 }, 5), 'the respawned worker answers');
 
 $t->done;
+
+# --- a reload while a browser is connected through nginx: its WebSocket
+#     holds an old worker until worker_shutdown_timeout (the shipped
+#     configurations set one), then the browser comes back on a new worker
+
+my $u = ChatBridgeTest->new;
+$u->start_sidecar;
+$u->start_nginx(shutdown_timeout => '1s');
+$u->start_browser('--id', 'tab');
+$u->wait_browsers(1);
+my %old = map { $_ => 1 } $u->worker_pids;
+$u->reload_nginx;
+ok(scalar(grep { $old{$_} } $u->worker_pids),
+   'right after the reload the browser holds an old worker');
+ok(ChatBridgeTest::wait_for(sub { !grep { $old{$_} } $u->worker_pids }, 5),
+   'which exits after worker_shutdown_timeout');
+ok(ChatBridgeTest::wait_for(sub {
+       my $r = $u->http(POST => '/v1/chat/completions', { model => 'm',
+                        messages => [{ role => 'user', content => 'back' }] });
+       $r->{status} == 200 }, 10), 'the browser came back and answers');
+$u->done;
+
 done_testing;

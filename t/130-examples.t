@@ -1,12 +1,14 @@
 # Every configuration in nginx-conf/ passes "nginx -t" with Debian's nginx
 # and this module: the complete examples as shipped, with only their paths
 # and addresses pointed into the test directory, and the snippets as
-# included by them.
+# included by them.  upstream-keys.conf also serves: it sends a key only to
+# a server whose certificate a trusted CA issued for the API's name.
 
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(slurp);
+use HTTP::Tiny;
 use Test::More;
 
 my $t = ChatBridgeTest->new;
@@ -54,18 +56,141 @@ passes('node.conf', $t->example_conf('node.conf',
 passes('front.conf', $t->example_conf('front.conf'),
        'front.conf', 'front-node.conf');
 
-# an http-level include; the API's host name needs DNS, which a test box
-# lacks: the address is the only change
-my $keys = do { local (@ARGV, $/) = "$ChatBridgeTest::TOP/nginx-conf/upstream-keys.conf"; <> };
-$keys =~ s{https://api\.openai\.com}{http://127.0.0.1:9}g;
-$keys =~ s{/etc/chatbridge/}{$dir/etc/}g;
-$keys =~ s{/var/log/nginx/}{$dir/}g;
-open my $fh, '>', "$dir/upstream-keys.conf" or die;
-print $fh $keys;
-close $fh;
+# after a reload, browsers' WebSockets would hold the old workers for as
+# long as the tabs stay open: every complete configuration bounds that
+for my $f (qw(local.conf public-tls.conf node.conf front.conf)) {
+    my $text = slurp("$ChatBridgeTest::TOP/nginx-conf/$f");
+    like($text, qr/^worker_shutdown_timeout \d+[sm];$/m,
+         "$f sets worker_shutdown_timeout");
+}
+
+# an http-level include, as shipped but for its paths; the API's host
+# name needs DNS, which a test box lacks: an upstream block of that name
+# stands in for it
+sub keys_conf {
+    my ($file, %o) = @_;
+    my $keys = do { local (@ARGV, $/) = "$ChatBridgeTest::TOP/nginx-conf/upstream-keys.conf"; <> };
+    $keys =~ s{/etc/chatbridge/}{$dir/etc/}g;
+    $keys =~ s{/var/log/nginx/}{$o{logs} // $dir}ge;
+    for my $from (sort keys %{ $o{replace} // {} }) {
+        $keys =~ s{\Q$from\E}{$o{replace}{$from}}g
+            or die "upstream-keys.conf has no \"$from\"";
+    }
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $keys;
+    close $fh;
+}
+keys_conf("$dir/upstream-keys.conf");
 passes('upstream-keys.conf, included in http {}',
-       $t->nginx_conf(http => "include $dir/upstream-keys.conf;"),
+       $t->nginx_conf(http => "upstream api.openai.com { server 127.0.0.1:9; }
+                               include $dir/upstream-keys.conf;"),
        'upstream-keys.conf');
+
+# --- upstream-keys.conf, serving: the keys go only to a server whose
+#     certificate a trusted CA signed for the API's name.  "The API" is a
+#     TLS nginx on loopback with a certificate from a CA made here, reached
+#     as api.openai.com through an upstream block of that name.
+
+my $pki = "$dir/pki";
+mkdir $pki;
+sub openssl {
+    my $out = qx{openssl @_ 2>&1};
+    $? == 0 or die "openssl @_: $out";
+}
+openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -keyout $pki/ca.key "
+        . "-out $pki/ca.pem -subj /CN=chatbridge-test-ca "
+        . '-addext basicConstraints=critical,CA:TRUE '
+        . '-addext keyUsage=critical,keyCertSign,cRLSign');
+for my $name (qw(api.openai.com imposter.example.com)) {
+    open my $ext, '>', "$pki/$name.ext" or die;
+    print $ext "subjectAltName=DNS:$name\n";
+    close $ext;
+    openssl("req -newkey rsa:2048 -nodes -keyout $pki/$name.key "
+            . "-out $pki/$name.csr -subj /CN=$name");
+    openssl("x509 -req -in $pki/$name.csr -CA $pki/ca.pem -CAkey $pki/ca.key "
+            . "-CAcreateserial -days 2 -out $pki/$name.pem "
+            . "-extfile $pki/$name.ext");
+}
+
+# an HTTPS server with the certificate for $name that echoes what reached it
+sub fake_api {
+    my ($name) = @_;
+    my $api = ChatBridgeTest->new;
+    my $d = $api->dir;
+    my $user = $> == 0 ? 'user nobody nogroup;' : '';
+    my $temp = join '', map { "    ${_}_temp_path $d/tmp/$_;\n" }
+                            qw(client_body proxy fastcgi uwsgi scgi);
+    $api->start_nginx(tls => 1, conf => <<"CONF");
+$user
+worker_processes 1;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+lock_file $d/nginx.lock;
+error_log $d/error.log info;
+events { worker_connections 64; }
+http {
+$temp
+    access_log $d/access.log;
+    server {
+        listen 127.0.0.1:${\ $api->port } ssl;
+        ssl_certificate $pki/$name.pem;
+        ssl_certificate_key $pki/$name.key;
+        location / {
+            default_type application/json;
+            return 200 '{"sni":"\$ssl_server_name","auth":"\$http_authorization","uri":"\$request_uri"}';
+        }
+    }
+}
+CONF
+    return $api;
+}
+
+my $api = fake_api('api.openai.com');
+my $imposter = fake_api('imposter.example.com');
+
+# the key pool's nginx in front of $to, trusting the CAs in $cas
+sub keys_nginx {
+    my ($to, $cas) = @_;
+    my $k = ChatBridgeTest->new;
+    my $port = ChatBridgeTest::free_port();
+    keys_conf($k->dir . '/upstream-keys.conf', logs => $k->dir . '/',
+              replace => { 'listen 127.0.0.1:5104;' => "listen 127.0.0.1:$port;",
+                           $cas ? ('/etc/ssl/certs/ca-certificates.crt' => $cas)
+                                : () });
+    $k->start_nginx(http => "upstream api.openai.com { server 127.0.0.1:${\ $to->port }; }
+                             include ${\ $k->dir }/upstream-keys.conf;");
+    my $r = HTTP::Tiny->new(timeout => 10)->post(
+        "http://127.0.0.1:$port/v1/chat/completions",
+        { headers => { 'Content-Type' => 'application/json' },
+          content => '{"model":"m","messages":[]}' });
+    $k->done;
+    return ($r, $k->log('error'));
+}
+
+my ($r, $log) = keys_nginx($api);
+is($r->{status}, 502, 'the system CAs (as shipped) do not vouch for a '
+   . 'certificate from an unknown CA: 502') or diag($r->{content});
+like($log, qr/upstream SSL certificate verify error/,
+     'nginx refused the certificate');
+is($api->log('access'), '', 'and no request, no key, reached the server');
+
+($r, $log) = keys_nginx($imposter, "$pki/ca.pem");
+is($r->{status}, 502, 'a trusted CA, but a certificate for another name: 502')
+    or diag($r->{content});
+like($log, qr/upstream SSL certificate does not match "api\.openai\.com"/,
+     'nginx checked the name');
+is($imposter->log('access'), '', 'and nothing reached that server');
+
+($r, $log) = keys_nginx($api, "$pki/ca.pem");
+is($r->{status}, 200, "the API's own certificate from a trusted CA: 200")
+    or diag($r->{content} . $log);
+my $echo = $t->decode($r->{content}) // {};
+is($echo->{sni}, 'api.openai.com', "the API's name went as SNI");
+is($echo->{auth}, 'Bearer sk-upstream-one-000000', "with the pool's key");
+is($echo->{uri}, '/v1/chat/completions', 'to the API\'s path');
+
+$_->done for $api, $imposter;
 
 is_deeply([ grep { !$tested{$_} } @all ], [], 'every file of nginx-conf/ was tested');
 

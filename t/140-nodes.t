@@ -4,7 +4,8 @@
 # retries its 503 on the other node.  Killing a node's sidecar fails no
 # request that had not started streaming: the node answers 502 before the
 # first byte and the front retries.  Browsers reach their node through the
-# front over wss.
+# front over wss; the nodes' status and metrics do not reach the front's
+# clients by any path.
 
 use strict;
 use warnings;
@@ -56,6 +57,25 @@ ok($a->wait_browsers(1), "node A's tab connected through the front (wss)");
 
 sub ua { HTTP::Tiny->new(timeout => 30, verify_SSL => 1,
                          SSL_options => { SSL_ca_file => $ca }) }
+
+# --- the nodes' status and metrics stay on their private network: the
+#     nodes allow it, and the front's own requests come from there
+
+like(HTTP::Tiny->new(timeout => 5)->get($a->url('/chatbridge/metrics'))->{content},
+     qr/^chatbridge_up 1$/m, 'node A serves its metrics to its own network');
+for my $path ('/nodes/1/chatbridge/status', '/nodes/1/chatbridge/metrics',
+              '/nodes/2/chatbridge/status?format=json',
+              '/chatbridge/status', '/chatbridge/metrics',
+              '/nodes/1//chatbridge/status', '/nodes/1/chatbridge%2Fmetrics',
+              '/chatbridge%2fstatus', '/nodes/1/x/../chatbridge/status') {
+    my $r = ua()->get("$https$path", { headers => {
+                          Authorization => "Bearer $admin_key" } });
+    is($r->{status}, 403, "the front does not pass on $path");
+    unlike($r->{content}, qr/chatbridge_up|"browsers"/, 'nor any of it');
+}
+my $health = ua()->get("$https/nodes/1/chatbridge/health");
+is($health->{status}, 200, "a node's health is passed on");
+like($health->{content}, qr/"status":"ok"/, 'with its answer');
 
 sub chat {
     my ($text, %o) = @_;

@@ -130,7 +130,8 @@ sub kill_sidecar {
 }
 
 # %o: http => text for http{}, location => text for location /v1/,
-#     server => text for server{}, workers => N; or conf => a whole
+#     server => text for server{}, workers => N, shutdown_timeout => T
+#     (worker_shutdown_timeout, 30s); or conf => a whole
 #     configuration that listens on $self->port (tls => 1: with TLS)
 sub start_nginx {
     my ($self, %o) = @_;
@@ -228,7 +229,7 @@ master_process on;
 pid $dir/nginx.pid;
 lock_file $dir/nginx.lock;
 error_log $dir/error.log info;
-worker_shutdown_timeout 30s;
+worker_shutdown_timeout @{[ $o{shutdown_timeout} // '30s' ]};
 
 events { worker_connections 2048; }
 
