@@ -74,6 +74,16 @@ $t->start_nginx(
             chatbridge_userscript $script;
             chatbridge_browser_token ${\ $t->token };
             chatbridge_admin_keys_file ${\ $t->dir }/admin.keys;
+        }
+        # for chatbridgectl --url .../ctl: the status behind the admin key
+        location = /ctl/chatbridge/status {
+            chatbridge_status;
+            chatbridge_admin_key ops $admin;
+        }
+        # for chatbridgectl --url .../bogus: a capture answer without ids
+        location = /bogus/chatbridge/admin/capture {
+            default_type application/json;
+            return 200 '{\"written\":false,\"applied\":true}';
         }");
 
 # --- the userscript, with this bridge baked in
@@ -239,7 +249,7 @@ is_deeply([sort keys %pool], ['c1', 'c2', 'cap-s1'],
 
 # --- capture the global ids, with chatbridgectl
 
-my $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key $admin capture --mode direct_chat 2>&1`;
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key $admin capture --mode direct_chat 2>&1`;
 is($?, 0, 'chatbridgectl capture exits 0') or diag($out);
 like($out, qr/Captured session_id cap-s1, message_id cap-m1 \(direct_chat\) for the global ids/,
      'and says what it captured');
@@ -266,9 +276,38 @@ like($out, qr/Incorrect API key/, 'saying why');
 # its key from a file in chatbridge_admin_keys_file's format
 put($t->dir . '/ctl.keys', "# operators\nops $admin\n");
 $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key-file ${\ $t->dir }/ctl.keys capture --timeout 1 2>&1`;
-unlike($out, qr/Incorrect API key|no admin key/, 'chatbridgectl --key-file takes "NAME KEY" lines')
-    or diag($out);
-like($out, qr/Retry|time/i, 'and reaches the command') or diag($out);
+is($?, 0, 'chatbridgectl --key-file takes "NAME KEY" lines') or diag($out);
+like($out, qr/^Captured session_id cap-s1, message_id cap-m1 \(direct_chat\) for the global ids, from browser tab\.$/m,
+     'and the capture went through with that key') or diag($out);
+
+# a key file named on the command line must be there: no other key is
+# tried in its place (here a good one in $CHATBRIDGE_ADMIN_KEY_FILE)
+{
+    local $ENV{CHATBRIDGE_ADMIN_KEY_FILE} = $t->dir . '/ctl.keys';
+    $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/ctl') } status 2>&1`;
+    is($?, 0, "chatbridgectl takes \$CHATBRIDGE_ADMIN_KEY_FILE's key") or diag($out);
+    $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/ctl') } --key-file ${\ $t->dir }/absent.keys status 2>&1`;
+    isnt($?, 0, 'an explicit --key-file that cannot be read is an error');
+    like($out, qr{^chatbridgectl: cannot read the key file \Q${\ $t->dir }\E/absent\.keys: }m,
+         'naming the file') or diag($out);
+    unlike($out, qr/^link /m, 'and no other key is used') or diag($out);
+
+    put($t->dir . '/empty.keys', "# nobody yet\n\n");
+    $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/ctl') } --key-file ${\ $t->dir }/empty.keys status 2>&1`;
+    isnt($?, 0, 'nor is a --key-file without a key');
+    like($out, qr/holds no key/, 'saying so') or diag($out);
+
+    local $ENV{CHATBRIDGE_ADMIN_KEY_FILE} = $t->dir . '/absent.keys';
+    $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/ctl') } status 2>&1`;
+    isnt($?, 0, 'the same for $CHATBRIDGE_ADMIN_KEY_FILE');
+    like($out, qr/cannot read the key file/, 'saying so') or diag($out);
+}
+
+# a capture answer without the ids is no capture
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/bogus') } --key $admin capture 2>&1`;
+isnt($?, 0, 'chatbridgectl capture fails on an answer without the ids');
+like($out, qr/answered without the captured ids/, 'saying so') or diag($out);
+unlike($out, qr/^Captured/m, 'and claims no capture') or diag($out);
 
 # --- after a reload, the files carry the captures
 
@@ -299,6 +338,79 @@ like($t->log('sidecar'),
 my $list = $t->decode($t->http(GET => '/v1/models')->{content});
 ok((grep { $_->{id} eq 'new-model' } @{ $list->{data} }),
    '/v1/models shows the page\'s models at once');
+
+# --- chatbridgectl models and status
+
+my $asked = () = grep { $_->{frame}{command} eq 'send_models' }
+                 $t->events('command');
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key $admin models 2>&1`;
+is($?, 0, 'chatbridgectl models exits 0') or diag($out);
+is($out, "Asked 1 tab(s) for their model list; GET /v1/models shows it.\n",
+   'and says how many tabs it asked');
+ok(ChatBridgeTest::wait_for(sub {
+       (() = grep { $_->{frame}{command} eq 'send_models' }
+                  $t->events('command')) == $asked + 1 }, 3),
+   'the tab was asked');
+
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url } --key wrong-key-000000000000 models 2>&1`;
+isnt($?, 0, 'chatbridgectl models with a wrong key fails');
+like($out, qr/Incorrect API key/, 'saying why');
+
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/ctl') } --key $admin status 2>&1`;
+is($?, 0, 'chatbridgectl status exits 0') or diag($out);
+like($out, qr/\Alink ready, 1 browser\(s\), 0 request\(s\) in flight, queue 0\n/,
+     'it prints the link, the browsers, the requests and the queue')
+    or diag($out);
+like($out, qr{^  tab\s+arena\s+ready\s+in flight 0/\d+, served [1-9]\d*, errors 0$}m,
+     'and a line for the tab') or diag($out);
+
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url ${\ $t->url('/ctl') } --key wrong-key-000000000000 status 2>&1`;
+isnt($?, 0, 'chatbridgectl status with a wrong key fails') or diag($out);
+unlike($out, qr/^link /m, 'and prints no status');
+
+# over https, the bridge's certificate is verified: an admin key goes only
+# to the server it names
+my $front = ChatBridgeTest->new;
+$front->example_files(client_key => 'sk-client-0123456789', admin_key => $admin);
+my $fd = $front->dir;
+$front->start_nginx(tls => 1, conf => <<"CONF");
+${\ ($> == 0 ? 'user nobody nogroup;' : '') }
+worker_processes 1;
+daemon off;
+master_process on;
+pid $fd/nginx.pid;
+lock_file $fd/nginx.lock;
+error_log $fd/error.log info;
+events { worker_connections 64; }
+http {
+    client_body_temp_path $fd/tmp/body;
+    proxy_temp_path $fd/tmp/proxy;
+    fastcgi_temp_path $fd/tmp/fastcgi;
+    uwsgi_temp_path $fd/tmp/uwsgi;
+    scgi_temp_path $fd/tmp/scgi;
+    access_log $fd/access.log;
+    server {
+        listen 127.0.0.1:${\ $front->port } ssl;
+        ssl_certificate $fd/tls/fullchain.pem;
+        ssl_certificate_key $fd/tls/privkey.pem;
+        location / { proxy_pass ${\ $t->url }; }
+    }
+}
+CONF
+my $https = 'https://127.0.0.1:' . $front->port;
+{
+    local $ENV{SSL_CERT_FILE};
+    delete $ENV{SSL_CERT_FILE};
+    $out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url $https/ctl --key $admin status 2>&1`;
+    isnt($?, 0, 'chatbridgectl refuses a certificate no trusted CA signed')
+        or diag($out);
+    like($out, qr/certificate verify failed/i, 'saying so') or diag($out);
+    is($front->log('access'), '', 'before sending anything');
+}
+$out = `$ChatBridgeTest::TOP/bin/chatbridgectl --url $https/ctl --ca-file $fd/tls/fullchain.pem --key $admin status 2>&1`;
+is($?, 0, 'and takes it with --ca-file naming its CA') or diag($out);
+like($out, qr/\Alink ready, 1 browser/, 'then it works') or diag($out);
+$front->done;
 
 $t->done;
 done_testing;
