@@ -36,8 +36,11 @@ extension=$bld/sillytavern
 for f in "$module" "$sidecar" "$userscript" "$extension/index.js"; do
     [ -s "$f" ] || die "$f is missing (make deb builds it)"
 done
-if objdump -p "$module" "$sidecar" | grep -qE 'NEEDED +lib(a|ub|t|l)san'
-then
+# (objdump's output in full first: grep -q stops reading at the first
+# match, and under pipefail the writer's SIGPIPE would fail the test)
+needed=$(objdump -p "$module" "$sidecar") \
+    || die "objdump cannot read $module or $sidecar"
+if grep -qE 'NEEDED +lib(a|ub|t|l)san' <<< "$needed"; then
     die "$bld is a sanitizer build; packages need a release build"
 fi
 
@@ -48,6 +51,14 @@ version=$upstream-${DEB_REVISION:-1}
 arch=$(dpkg --print-architecture)
 maintainer="${DEBFULLNAME:-chatbridge authors}"
 maintainer+=" <${DEBEMAIL:-chatbridge@example.org}>"
+case "$maintainer" in
+    *$'\n'*|*$'\r'*) die "DEBFULLNAME and DEBEMAIL must be one line" ;;
+esac
+
+# TEXT as the replacement of a sed s|||: \, & and the delimiter | quoted
+sed_repl() {
+    printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'
+}
 
 abi=$(sed -n 's/^nginx:abi=//p' "$src/debian/libnginx-mod.abisubstvars" \
       2>/dev/null || true)
@@ -90,7 +101,7 @@ docs() {
     local name=$1 dir=$2
     local doc=$dir/usr/share/doc/$name
     install -d "$doc"
-    sed "s/@YEARS@/$years/" "$pkg/copyright" > "$doc/copyright"
+    sed "s|@YEARS@|$(sed_repl "$years")|" "$pkg/copyright" > "$doc/copyright"
     install -m 644 "$pkg/README.Debian" "$doc/"
     install -D -m 644 "$pkg/lintian-overrides" \
             "$dir/usr/share/lintian/overrides/$name"
@@ -149,9 +160,12 @@ build() {
     chmod 644 "$dir/DEBIAN/md5sums"
 
     size=$(du -sk --exclude=DEBIAN "$dir" | cut -f1)
-    sed -e "s|@VERSION@|$version|g" -e "s|@ARCH@|$arch|g" \
-        -e "s|@MAINTAINER@|$maintainer|g" -e "s|@SIZE@|$size|g" \
-        -e "s|@NGINX_ABI@|$abi|g" -e "s|@SHLIBS@|$shl|g" \
+    sed -e "s|@VERSION@|$(sed_repl "$version")|g" \
+        -e "s|@ARCH@|$(sed_repl "$arch")|g" \
+        -e "s|@MAINTAINER@|$(sed_repl "$maintainer")|g" \
+        -e "s|@SIZE@|$(sed_repl "$size")|g" \
+        -e "s|@NGINX_ABI@|$(sed_repl "$abi")|g" \
+        -e "s|@SHLIBS@|$(sed_repl "$shl")|g" \
         "$tmpl/control" > "$dir/DEBIAN/control"
     chmod 644 "$dir/DEBIAN/control"
 
@@ -205,6 +219,10 @@ MAN
                 pending = ""
             }
         }'
+    local listen
+    listen=$(sed -n 's/^ *"listen": *"\([^"]*\)".*/\1/p' \
+             "$pkg/sidecar/sidecar.conf")
+    [ -n "$listen" ] || die "packaging/sidecar/sidecar.conf has no listen"
     cat <<'MAN'
 .SH FILES
 .TP
@@ -215,7 +233,15 @@ the options the service starts with
 the token browsers present, made when the package is installed
 .TP
 .I /run/chatbridge/
-the control socket and the browsers' socket
+the control socket nginx's workers connect to (\fBcontrol\fR)
+MAN
+    cat <<MAN
+.TP
+.I $listen
+where the browsers' WebSocket connections arrive (TCP), passed on by nginx
+(\\fBlisten\\fR; /etc/chatbridge/nginx/chatbridge\\-ws.conf)
+MAN
+    cat <<'MAN'
 .TP
 .I /var/lib/chatbridge/
 LMArena Bridge files that captures may update (\fBstate_dir\fR)

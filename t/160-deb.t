@@ -72,8 +72,14 @@ sub present { my $s = status_of($_[0]); $s ne '' && $s !~ /not-installed/ }
 my $build = $ENV{BUILD} ? abs_path($ENV{BUILD} =~ m{^/} ? $ENV{BUILD}
                                                          : "$TOP/$ENV{BUILD}")
                         : "$TOP/build";
-my ($rc, $out) = run('make', '-C', $TOP, '--no-print-directory', 'deb',
-                     "BUILD=$build");
+# a maintainer name with what sed's replacement text would read as its own
+# (&, the | delimiter) reaches the control files as it is
+my $maintainer = 'chatbridge Q&A | R&D team';
+my ($rc, $out) = do {
+    local $ENV{DEBFULLNAME} = $maintainer;
+    local $ENV{DEBEMAIL} = 'qa@example.org';
+    run('make', '-C', $TOP, '--no-print-directory', 'deb', "BUILD=$build");
+};
 is($rc, 0, 'make deb') or diag($out);
 
 chomp(my $upstream = slurp("$TOP/VERSION") // '');
@@ -87,6 +93,37 @@ for (@PKGS) {
 
 my $dir = tempdir('cbdeb-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
+# build-deb.sh takes no sanitizer build, and no file objdump cannot read
+{
+    my $fake = "$dir/fake-build";
+    mkdir $_ for $fake, "$fake/nginx", "$fake/sillytavern";
+    for (['chatbridge.user.js', "// x\n"], ['sillytavern/index.js', "// x\n"]) {
+        open my $fh, '>', "$fake/$_->[0]" or die;
+        print $fh $_->[1];
+        close $fh;
+    }
+    open my $c, '>', "$fake/x.c" or die;
+    print $c "int main(void) { return 0; }\n";
+    close $c;
+    ($rc, $out) = run('cc', '-fsanitize=address', '-o',
+                      "$fake/chatbridge-sidecar", "$fake/x.c");
+    ($rc, $out) = run('cc', '-fsanitize=address', '-shared', '-fPIC', '-o',
+                      "$fake/nginx/ngx_http_chatbridge_module.so", "$fake/x.c")
+        if $rc == 0;
+    SKIP: {
+        skip "no sanitizer build here: $out", 2 if $rc != 0;
+        ($rc, $out) = run("$TOP/packaging/build-deb.sh", $fake, "$dir/fake-out");
+        isnt($rc, 0, 'build-deb.sh refuses a sanitizer build');
+        like($out, qr/is a sanitizer build/, 'saying so') or diag($out);
+    }
+    open my $so, '>', "$fake/nginx/ngx_http_chatbridge_module.so" or die;
+    print $so "not an ELF file\n";
+    close $so;
+    ($rc, $out) = run("$TOP/packaging/build-deb.sh", $fake, "$dir/fake-out");
+    isnt($rc, 0, 'build-deb.sh stops at a module objdump cannot read');
+    like($out, qr/objdump cannot read/, 'saying so') or diag($out);
+}
+
 my (%control, %files);
 for my $p (@PKGS) {
     ($rc, $out) = run('dpkg-deb', '-f', $deb{$p});
@@ -95,6 +132,8 @@ for my $p (@PKGS) {
     is($f{Package}, $p, "$p: Package");
     is($f{Version}, $version, "$p: Version from VERSION");
     is($f{Architecture}, $arch, "$p: Architecture");
+    is($f{Maintainer}, "$maintainer <qa\@example.org>",
+       "$p: Maintainer, as DEBFULLNAME and DEBEMAIL said");
 
     ($rc, $out) = run('dpkg-deb', '-c', $deb{$p});
     for (split /\n/, $out) {
@@ -172,6 +211,75 @@ for my $p (@PKGS) {
 is(slurp("$dir/$s/DEBIAN/conffiles"), "/etc/chatbridge/sidecar.conf\n",
    '/etc/chatbridge/sidecar.conf is a conffile');
 
+# the postinst's browser token, made in a tree of its own (DPKG_ROOT) with
+# the system commands it calls stubbed: 0600 for the user chatbridge, not
+# readable by the group chatbridge that nginx's workers are in (nginx's
+# master reads it as root); a token of an earlier version (root:chatbridge
+# 0640) is kept and tightened; a mode the administrator chose is left
+my $postinst = "$dir/$s/DEBIAN/postinst";
+SKIP: {
+    like(slurp($postinst) // '', qr/\$\{DPKG_ROOT:-\}\/etc\/chatbridge\//,
+         'the postinst writes under $DPKG_ROOT')
+        or skip 'running it would write to this system', 12;
+
+    my ($root, $stubs) = ("$dir/dpkg-root", "$dir/stubs");
+    mkdir $_ for $root, "$root/etc", "$root/etc/chatbridge", "$root/var",
+                 "$root/var/lib", $stubs;
+    my %stub = (
+        getent => 'exit 0', adduser => 'exit 0', addgroup => 'exit 0',
+        'dpkg-trigger' => 'exit 0', 'deb-systemd-helper' => 'exit 0',
+        'deb-systemd-invoke' => 'exit 0', systemctl => 'exit 0',
+        id => 'echo www-data chatbridge',
+        chown => qq(echo "\$*" >> "$stubs/chown.log"),
+        install => qq(echo "\$*" >> "$stubs/install.log"; )
+                   . 'for a; do last=$a; done; mkdir -p "$last"',
+        stat => qq(if [ "\$2" = '%U:%G %a' ] && [ -e "$stubs/old" ]; then )
+                . q(echo 'root:chatbridge 640'; else exec /usr/bin/stat "$@"; fi),
+    );
+    for my $cmd (keys %stub) {
+        open my $fh, '>', "$stubs/$cmd" or die;
+        print $fh "#!/bin/sh\n$stub{$cmd}\n";
+        close $fh;
+        chmod 0755, "$stubs/$cmd";
+    }
+    my $tok = "$root/etc/chatbridge/browser-token";
+    my $postinst_run = sub {
+        unlink "$stubs/chown.log";
+        local $ENV{PATH} = "$stubs:/usr/sbin:/usr/bin:/sbin:/bin";
+        local $ENV{DPKG_ROOT} = $root;
+        return run('sh', $postinst, 'configure', @_);
+    };
+    my $mode = sub { sprintf '%04o', (stat $tok)[2] & 07777 };
+
+    ($rc, $out) = $postinst_run->('');
+    is($rc, 0, 'postinst configure (first installation)') or diag($out);
+    like(slurp($tok) // '', qr/^[0-9a-f]{48}\n\z/, 'a token of 24 random bytes');
+    is($mode->(), '0600', 'the token: 0600');
+    is(slurp("$stubs/chown.log"), "chatbridge:chatbridge $tok.new\n",
+       'chatbridge:chatbridge');
+    ok(-d "$root/var/lib/chatbridge", 'and the state directory');
+
+    open my $fh, '>', $tok or die;
+    print $fh "earlier-token\n";
+    close $fh;
+    chmod 0640, $tok;
+    open $fh, '>', "$stubs/old" or die;
+    close $fh;
+    ($rc, $out) = $postinst_run->('0.1.0-1');
+    is($rc, 0, 'postinst configure (an upgrade)') or diag($out);
+    unlink "$stubs/old";
+    is(slurp($tok), "earlier-token\n", 'keeps the token');
+    is($mode->(), '0600', 'an earlier root:chatbridge 0640 one becomes 0600');
+    is(slurp("$stubs/chown.log"), "chatbridge:chatbridge $tok\n",
+       'chatbridge:chatbridge');
+
+    chmod 0604, $tok;
+    ($rc, $out) = $postinst_run->('0.1.0-1');
+    is($rc, 0, 'postinst configure (an upgrade again)') or diag($out);
+    is($mode->(), '0604', "the administrator's own mode stays");
+    is(slurp("$stubs/chown.log"), undef, 'and its owner');
+}
+
 my $unit = slurp("$dir/$s$UNIT") // '';
 my %u = $unit =~ /^(\w+)=(.*)$/mg;
 is($u{Type}, 'simple', 'the unit: Type=simple');
@@ -198,6 +306,11 @@ my ($ws) = (slurp("$dir/$m/etc/chatbridge/nginx/chatbridge-ws.conf") // '')
            =~ m{^proxy_pass http://([^;/]+);}m;
 is($conf->{listen}, $ws, "it listens where chatbridge-ws.conf passes "
    . "browsers ($ws)");
+my $man = qx{gzip -dc $dir/$s/usr/share/man/man8/chatbridge-sidecar.8.gz};
+like($man, qr/^\.I \Q$conf->{listen}\E\n.*browsers/m,
+     "the man page names the browsers' address ($conf->{listen})");
+unlike($man . $unit, qr/browsers' socket|socket nginx passes browsers/,
+       'the man page and the unit put no browser socket in /run/chatbridge');
 
 if (have('lintian')) {
     ($rc, $out) = run('lintian', '--fail-on', 'error,warning',
@@ -277,8 +390,8 @@ sub install_and_serve {
        "nginx's workers (www-data) are in the group chatbridge");
 
     my @st = stat $TOKEN;
-    is(sprintf('%04o', $st[2] & 07777), '0640', "$TOKEN: 0640");
-    is("$st[4]:$st[5]", "0:$gr[2]", 'root:chatbridge');
+    is(sprintf('%04o', $st[2] & 07777), '0600', "$TOKEN: 0600");
+    is("$st[4]:$st[5]", "$pw[2]:$gr[2]", 'chatbridge:chatbridge');
     my $token = slurp($TOKEN) // '';
     like($token, qr/^[0-9a-f]{48}\n\z/, 'a fresh token of 24 random bytes');
     chomp $token;
