@@ -247,6 +247,142 @@ bn_buf_free(bn_buf_t *b)
 }
 
 
+int
+bn_recv_into(int fd, bn_buf_t *b, size_t max)
+{
+    size_t   room;
+    ssize_t  n;
+
+    for ( ;; ) {
+        if (max && bn_buf_len(b) >= max) {
+            errno = EMSGSIZE;
+            return BN_ERROR;
+        }
+
+        bn_buf_reserve(b, 65536);
+        room = b->size - b->last;
+
+        if (max && room > max - bn_buf_len(b)) {
+            room = max - bn_buf_len(b);
+        }
+
+        n = recv(fd, b->data + b->last, room, 0);
+
+        if (n > 0) {
+            b->last += n;
+            continue;
+        }
+
+        if (n == 0) {
+            errno = 0;
+            return BN_ERROR;
+        }
+
+        if (errno == EINTR) {
+            continue;
+        }
+
+        return errno == EAGAIN || errno == EWOULDBLOCK ? BN_AGAIN : BN_ERROR;
+    }
+}
+
+
+char *
+bn_read_file(const char *path, size_t *len)
+{
+    int           fd, err;
+    char         *p;
+    size_t        got;
+    ssize_t       n;
+    struct stat   st;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        return NULL;
+    }
+
+    if (fstat(fd, &st) == -1) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return NULL;
+    }
+
+    p = malloc((size_t) st.st_size + 1);
+    if (p == NULL) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+
+    got = 0;
+
+    while (got < (size_t) st.st_size) {
+        n = read(fd, p + got, (size_t) st.st_size - got);
+
+        if (n == -1 && errno == EINTR) {
+            continue;
+        }
+
+        if (n <= 0) {
+            err = n == 0 ? EIO : errno;     /* 0: the file shrank */
+            free(p);
+            close(fd);
+            errno = err;
+            return NULL;
+        }
+
+        got += (size_t) n;
+    }
+
+    close(fd);
+
+    p[got] = '\0';
+    *len = got;
+
+    return p;
+}
+
+
+long
+bn_directive(const char *text, size_t len, const char *name, long def)
+{
+    int          n;
+    char         key[64];
+    const char  *p;
+
+    n = snprintf(key, sizeof(key), "[[%s ", name);
+    if (n < 0 || (size_t) n >= sizeof(key)) {
+        return def;
+    }
+
+    p = memmem(text, len, key, (size_t) n);
+    if (p == NULL) {
+        return def;
+    }
+
+    /* strtol stops at the "]]"; the text need not be NUL-terminated */
+
+    p += n;
+    len -= (size_t) (p - text);
+
+    for (n = 0; (size_t) n < len && n < 20 && p[n] >= '0' && p[n] <= '9';
+         n++)
+    {
+        /* the digits */
+    }
+
+    if (n == 0) {
+        return def;
+    }
+
+    memcpy(key, p, n);
+    key[n] = '\0';
+
+    return strtol(key, NULL, 10);
+}
+
+
 void
 bn_samples_add(bn_samples_t *s, uint64_t v)
 {

@@ -56,6 +56,23 @@ void bn_buf_free(bn_buf_t *b);
 
 #define bn_buf_len(b)   ((b)->last - (b)->pos)
 
+/*
+ * Everything a non-blocking socket has now, appended to b: BN_AGAIN once
+ * it is drained; BN_ERROR at EOF (errno 0), on an error (errno), or when
+ * b would hold more than max bytes (errno EMSGSIZE; max 0: no bound)
+ */
+int bn_recv_into(int fd, bn_buf_t *b, size_t max);
+
+
+/* a whole file, NUL-terminated (*len without the NUL); NULL and errno */
+char *bn_read_file(const char *path, size_t *len);
+
+/*
+ * The number of the first "[[NAME N]]" directive in text (as the bench
+ * browser and t/lib/fake-browser.mjs read a prompt), or def
+ */
+long bn_directive(const char *text, size_t len, const char *name, long def);
+
 
 /* latency samples in nanoseconds */
 

@@ -23,7 +23,10 @@
  *
  * With --rtt N it instead measures N WebSocket ping/pong round trips
  * (control frames, answered by the server's WebSocket layer) and prints
- * their percentiles.
+ * their percentiles; it fails (exit 1) when the connection closes first.
+ *
+ * --max-seconds S bounds the run: a browser stops as on SIGTERM, --rtt
+ * gives up and fails (default: none; bench/run.sh sets it).
  */
 
 
@@ -43,8 +46,9 @@
 #include "bench.h"
 
 
-#define BR_READ_SIZE        (256 * 1024)
 #define BR_BUCKETS          65536
+#define BR_MAX_MESSAGE      (16 * 1024 * 1024)  /* a frame, or a message's
+                                                   fragments together */
 #define BR_HIGH_WATER       (64 * 1024)
 #define BR_ID_LEN           64
 
@@ -101,6 +105,7 @@ typedef struct {
     unsigned        burst;
     unsigned        rtt;
     unsigned        window;
+    uint64_t        max_ns;         /* --max-seconds, 0: no bound */
 
     int             ep;
     br_conn_t      *conns;
@@ -109,7 +114,6 @@ typedef struct {
     br_stream_t    *run_tail;
     br_stream_t   **buckets;
     bn_heap_t       timers;
-    char           *rbuf;
     char           *text_json;      /* --text, escaped */
     size_t          text_json_len;
     uint32_t        rnd;
@@ -156,7 +160,7 @@ static void br_pong(br_t *br, br_conn_t *c, json_t *f);
 static void br_flush_all(br_t *br);
 static void br_flush(br_t *br, br_conn_t *c);
 static void br_ping(br_t *br);
-static long br_directive(const char *text, const char *name, long def);
+static void br_closed(br_t *br, br_conn_t *c, const char *why);
 static void br_report(br_t *br);
 
 
@@ -190,11 +194,8 @@ main(int argc, char **argv)
     br.ep = epoll_create1(EPOLL_CLOEXEC);
     br.conns = calloc(br.nconns, sizeof(br_conn_t));
     br.buckets = calloc(BR_BUCKETS, sizeof(br_stream_t *));
-    br.rbuf = malloc(BR_READ_SIZE);
 
-    if (br.ep == -1 || br.conns == NULL || br.buckets == NULL
-        || br.rbuf == NULL)
-    {
+    if (br.ep == -1 || br.conns == NULL || br.buckets == NULL) {
         bn_die("cb_browser: setup failed");
     }
 
@@ -207,6 +208,16 @@ main(int argc, char **argv)
 
     while (!br_stop) {
         now = bn_now_ns();
+
+        if (br.max_ns && now - br.t0 >= br.max_ns) {
+            if (br.rtt) {
+                bn_die("cb_browser: --rtt: %u of %u round trips in "
+                       "--max-seconds %.0f; giving up", br.pings, br.rtt,
+                       br.max_ns / 1e9);
+            }
+
+            break;
+        }
 
         while ((t = bn_heap_top(&br.timers)) && t->when <= now) {
             s = t->data;
@@ -230,7 +241,9 @@ main(int argc, char **argv)
         if (br.run_head) {
             timeout = 0;
 
-        } else if ((t = bn_heap_top(&br.timers))) {
+        } else if ((t = bn_heap_top(&br.timers))
+                   && t->when - now < 1000000000)
+        {
             timeout = (int) ((t->when - now + 999999) / 1000000);
         }
 
@@ -354,6 +367,7 @@ br_options(br_t *br, int argc, char **argv)
         { "rtt", required_argument, NULL, 'r' },
         { "ready-file", required_argument, NULL, 'R' },
         { "window", required_argument, NULL, 'w' },
+        { "max-seconds", required_argument, NULL, 'm' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -381,11 +395,13 @@ br_options(br_t *br, int argc, char **argv)
         case 'r': br->rtt = (unsigned) atoi(optarg); break;
         case 'R': br->ready_file = optarg; break;
         case 'w': br->window = (unsigned) atoi(optarg); break;
+        case 'm': br->max_ns = (uint64_t) (atof(optarg) * 1e9); break;
         default:
             bn_die("usage: cb_browser --connect unix:PATH|HOST:PORT "
                    "--token T [--path P] [--conns N] [--concurrency C]\n"
                    "                  [--text S] [--burst B] [--window N] "
-                   "[--rtt N] [--ready-file F]");
+                   "[--rtt N] [--ready-file F]\n"
+                   "                  [--max-seconds S]");
         }
     }
 
@@ -415,8 +431,8 @@ br_options(br_t *br, int argc, char **argv)
 static void
 br_connect(br_t *br, br_conn_t *c)
 {
+    int                  n;
     char                 req[1024];
-    size_t               n;
     struct epoll_event   ev;
 
     c->fd = bn_connect(br->connect);
@@ -434,7 +450,11 @@ br_connect(br_t *br, br_conn_t *c)
                  "Sec-WebSocket-Version: 13\r\n\r\n",
                  br->path, br->host);
 
-    bn_buf_append(&c->out, req, n);
+    if (n < 0 || (size_t) n >= sizeof(req)) {
+        bn_die("cb_browser: --path and --host are too long");
+    }
+
+    bn_buf_append(&c->out, req, (size_t) n);
 
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u32 = (uint32_t) c->index;
@@ -450,28 +470,12 @@ br_connect(br_t *br, br_conn_t *c)
 static void
 br_readable(br_t *br, br_conn_t *c)
 {
-    ssize_t  n;
+    /* whole frames are at most BR_MAX_MESSAGE, and consumed as they come */
 
-    for ( ;; ) {
-        n = recv(c->fd, br->rbuf, BR_READ_SIZE, 0);
-
-        if (n > 0) {
-            bn_buf_append(&c->in, br->rbuf, n);
-            continue;
-        }
-
-        if (n == -1 && errno == EINTR) {
-            continue;
-        }
-
-        if (n == -1 && errno == EAGAIN) {
-            break;
-        }
-
-        fprintf(stderr, "cb_browser: connection %d closed by the server\n",
-                c->index);
-        c->state = BR_CLOSED;
-        close(c->fd);
+    if (bn_recv_into(c->fd, &c->in, BR_MAX_MESSAGE + 64 * 1024) != BN_AGAIN)
+    {
+        br_closed(br, c, errno == EMSGSIZE ? "too much input"
+                         : errno ? strerror(errno) : "closed by the server");
         return;
     }
 
@@ -483,13 +487,31 @@ br_readable(br_t *br, br_conn_t *c)
 }
 
 
+/* the connection is gone; --rtt cannot go on without it */
+
+static void
+br_closed(br_t *br, br_conn_t *c, const char *why)
+{
+    fprintf(stderr, "cb_browser: connection %d: %s\n", c->index, why);
+
+    c->state = BR_CLOSED;
+    close(c->fd);
+
+    if (br->rtt) {
+        bn_die("cb_browser: --rtt: the connection closed after %u of %u "
+               "round trips", br->pings, br->rtt);
+    }
+}
+
+
 static int
 br_handshake(br_t *br, br_conn_t *c)
 {
-    char         *end;
+    int           n;
+    char         *end, id[256], *hello;
+    json_t       *j;
     const char   *parts[1];
     size_t        lens[1];
-    char          hello[1024];
 
     bn_buf_reserve(&c->in, 1);
     c->in.data[c->in.last] = '\0';
@@ -508,15 +530,30 @@ br_handshake(br_t *br, br_conn_t *c)
     bn_buf_consume(&c->in, end + 4 - (c->in.data + c->in.pos));
     c->state = BR_OPEN;
 
-    lens[0] = snprintf(hello, sizeof(hello),
-                       "{\"type\":\"hello\",\"v\":1,\"token\":\"%s\","
-                       "\"kind\":\"test\",\"id\":\"%s-%d\","
-                       "\"agent\":\"chatbridge-bench-browser/1\","
-                       "\"capabilities\":{\"concurrency\":%u}}",
-                       br->token, br->id, c->index, br->concurrency);
+    /* the token and the id as JSON strings, escaped by jansson */
+
+    n = snprintf(id, sizeof(id), "%s-%d", br->id, c->index);
+    if (n < 0 || (size_t) n >= sizeof(id)) {
+        bn_die("cb_browser: --id is too long");
+    }
+
+    j = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:{s:i}}",
+                  "type", "hello", "v", 1, "token", br->token,
+                  "kind", "test", "id", id,
+                  "agent", "chatbridge-bench-browser/1",
+                  "capabilities", "concurrency", (int) br->concurrency);
+    hello = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (hello == NULL) {
+        bn_die("cb_browser: --token or --id is not UTF-8");
+    }
+
+    json_decref(j);
+
     parts[0] = hello;
+    lens[0] = strlen(hello);
 
     br_send(br, c, 1, parts, lens, 1);
+    free(hello);
 
     return BN_OK;
 }
@@ -568,6 +605,13 @@ br_frames(br_t *br, br_conn_t *c)
             bn_die("cb_browser: a masked frame from the server");
         }
 
+        /* bounded before hl + len is computed: no wrap-around */
+
+        if (len > BR_MAX_MESSAGE) {
+            br_closed(br, c, "a frame over 16 MiB");
+            return BN_ERROR;
+        }
+
         if (avail < hl + len) {
             return BN_OK;
         }
@@ -580,6 +624,11 @@ br_frames(br_t *br, br_conn_t *c)
         case 0x1:
         case 0x2:
             if (!fin || bn_buf_len(&c->msg)) {
+                if (bn_buf_len(&c->msg) + len > BR_MAX_MESSAGE) {
+                    br_closed(br, c, "a message over 16 MiB");
+                    return BN_ERROR;
+                }
+
                 bn_buf_append(&c->msg, p + hl, len);
 
                 if (fin) {
@@ -596,10 +645,13 @@ br_frames(br_t *br, br_conn_t *c)
             break;
 
         case 0x8:
-            fprintf(stderr, "cb_browser: connection %d: close frame %u\n",
-                    c->index, len >= 2 ? (p[hl] << 8 | p[hl + 1]) : 0);
-            c->state = BR_CLOSED;
-            close(c->fd);
+            {
+                char  why[32];
+
+                snprintf(why, sizeof(why), "close frame %u",
+                         len >= 2 ? (unsigned) (p[hl] << 8 | p[hl + 1]) : 0);
+                br_closed(br, c, why);
+            }
             return BN_ERROR;
 
         case 0x9:
@@ -749,8 +801,9 @@ br_task(br_t *br, br_conn_t *c, json_t *f)
     memcpy(s->id, id, len + 1);
     s->id_len = len;
     s->conn = c;
-    s->left = (unsigned) br_directive(text, "chunks", 1);
-    s->gap_ns = (uint64_t) br_directive(text, "gap", 0) * 1000000;
+    len = strlen(text);
+    s->left = (unsigned) bn_directive(text, len, "chunks", 1);
+    s->gap_ns = (uint64_t) bn_directive(text, len, "gap", 0) * 1000000;
 
     h = 1469598103934665603ULL;
     for (len = 0; len < s->id_len; len++) {
@@ -762,7 +815,7 @@ br_task(br_t *br, br_conn_t *c, json_t *f)
 
     br->tasks++;
 
-    h = (uint64_t) br_directive(text, "delay", 0) * 1000000;
+    h = (uint64_t) bn_directive(text, strlen(text), "delay", 0) * 1000000;
     s->due = bn_now_ns() + h;
 
     if (h) {
@@ -1095,10 +1148,7 @@ br_flush(br_t *br, br_conn_t *c)
                 return;
             }
 
-            fprintf(stderr, "cb_browser: connection %d: send: %s\n",
-                    c->index, strerror(errno));
-            c->state = BR_CLOSED;
-            close(c->fd);
+            br_closed(br, c, strerror(errno));
             return;
         }
 
@@ -1115,24 +1165,6 @@ br_ping(br_t *br)
 
     br->ping_sent = bn_now_ns();
     br_send(br, &br->conns[0], 0x9, parts, lens, 1);
-}
-
-
-static long
-br_directive(const char *text, const char *name, long def)
-{
-    char        key[32];
-    const char  *p;
-    size_t       n;
-
-    n = snprintf(key, sizeof(key), "[[%s ", name);
-
-    p = strstr(text, key);
-    if (p == NULL) {
-        return def;
-    }
-
-    return strtol(p + n, NULL, 10);
 }
 
 

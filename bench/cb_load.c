@@ -38,6 +38,7 @@
 #define LG_MAX_CONNECTING   512
 #define LG_PATTERN          "{\"content\":\""
 #define LG_PATTERN_LEN      (sizeof(LG_PATTERN) - 1)
+#define LG_MAX_HEAD         (64 * 1024)     /* an answer's headers */
 
 enum { LG_JSON, LG_SSE, LG_HOLD };
 
@@ -293,43 +294,38 @@ lg_options(lg_t *lg, int argc, char **argv)
 static void
 lg_load_body(lg_t *lg)
 {
-    FILE     *f;
-    char     *body, head[1024];
-    long      size;
-    size_t    hl;
+    int      n;
+    char    *body, head[1024];
+    size_t   size, hl;
 
     body = NULL;
     size = 0;
 
     if (lg->body_file) {
-        f = fopen(lg->body_file, "rb");
-        if (f == NULL) {
-            bn_die("cb_load: cannot open %s", lg->body_file);
+        body = bn_read_file(lg->body_file, &size);
+        if (body == NULL) {
+            bn_die("cb_load: cannot read %s: %s", lg->body_file,
+                   strerror(errno));
         }
-
-        fseek(f, 0, SEEK_END);
-        size = ftell(f);
-        fseek(f, 0, SEEK_SET);
-
-        body = malloc(size + 1);
-        if (body == NULL || fread(body, 1, size, f) != (size_t) size) {
-            bn_die("cb_load: cannot read %s", lg->body_file);
-        }
-
-        fclose(f);
     }
 
     if (body) {
-        hl = snprintf(head, sizeof(head),
-                      "POST %s HTTP/1.1\r\nHost: %s\r\n"
-                      "Content-Type: application/json\r\n"
-                      "Content-Length: %ld\r\n\r\n",
-                      lg->path, lg->host, size);
+        n = snprintf(head, sizeof(head),
+                     "POST %s HTTP/1.1\r\nHost: %s\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     lg->path, lg->host, size);
     } else {
-        hl = snprintf(head, sizeof(head),
-                      "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
-                      lg->path, lg->host);
+        n = snprintf(head, sizeof(head),
+                     "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
+                     lg->path, lg->host);
     }
+
+    if (n < 0 || (size_t) n >= sizeof(head)) {
+        bn_die("cb_load: --path and --host are too long");
+    }
+
+    hl = (size_t) n;
 
     lg->req = malloc(hl + size);
     if (lg->req == NULL) {
@@ -680,6 +676,11 @@ lg_input(lg_t *lg, lg_conn_t *c, char *p, size_t n)
 
             end = strstr(c->head.data, "\r\n\r\n");
             if (end == NULL) {
+                if (bn_buf_len(&c->head) > LG_MAX_HEAD) {
+                    lg_fail(lg, c);         /* headers without an end */
+                    return BN_ERROR;
+                }
+
                 return BN_OK;
             }
 
@@ -796,7 +797,7 @@ lg_input(lg_t *lg, lg_conn_t *c, char *p, size_t n)
 static int
 lg_headers(lg_t *lg, lg_conn_t *c)
 {
-    char  *h, *line, *next;
+    char  *h, *line, *next, *v;
 
     h = c->head.data;
 
@@ -818,10 +819,14 @@ lg_headers(lg_t *lg, lg_conn_t *c)
         if (strncasecmp(line, "Content-Length:", 15) == 0) {
             c->left = strtoll(line + 15, NULL, 10);
 
-        } else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0
-                   && strstr(line, "chunked") < next)
-        {
-            c->chunked = 1;
+        } else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0) {
+            /* "chunked" in this header's value, not in a later header */
+            for (v = line + 18; v + 7 <= next; v++) {
+                if (strncasecmp(v, "chunked", 7) == 0) {
+                    c->chunked = 1;
+                    break;
+                }
+            }
 
         } else if (strncasecmp(line, "Connection:", 11) == 0) {
             c->close = strncasecmp(line + 11, " close", 6) == 0;
@@ -992,9 +997,21 @@ lg_fail(lg_t *lg, lg_conn_t *c)
     if (lg->mode == LG_HOLD) {
         lg->held_failed++;
         c->requests++;
+        lg_close(lg, c);
+        return;
     }
 
     lg_close(lg, c);
+
+    /*
+     * the closed loop keeps --conns connections: a new one takes the
+     * failed one's place (as after "Connection: close"), or the rest of
+     * the window would run at a lower concurrency than it reports
+     */
+
+    if (!lg->stopping) {
+        lg_open(lg, (unsigned) (c - lg->c));
+    }
 }
 
 

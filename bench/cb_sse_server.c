@@ -32,7 +32,8 @@
 #include "bench.h"
 
 
-#define SS_READ_SIZE        65536
+#define SS_MAX_REQUEST      (1024 * 1024)
+#define SS_ACCEPT_PAUSE_NS  (100 * 1000000)  /* out of descriptors */
 
 
 typedef struct ss_conn_s  ss_conn_t;
@@ -71,7 +72,7 @@ typedef struct {
     ss_conn_t      *run_head;
     ss_conn_t      *run_tail;
     bn_heap_t       timers;
-    char           *rbuf;
+    uint64_t        accept_resume;  /* accepting paused until then, or 0 */
 } ss_t;
 
 
@@ -90,6 +91,7 @@ static void ss_on_signal(int sig);
 static char *ss_read_file(const char *path, size_t *len);
 static void ss_templates(ss_t *ss, char *sse, size_t len);
 static void ss_accept(ss_t *ss);
+static void ss_accepting(ss_t *ss, int on);
 static void ss_read(ss_t *ss, ss_conn_t *c);
 static void ss_request(ss_t *ss, ss_conn_t *c, const char *body,
     size_t len);
@@ -99,14 +101,12 @@ static void ss_write(ss_t *ss, ss_conn_t *c, const struct iovec *iov,
 static void ss_flush(ss_t *ss, ss_conn_t *c);
 static void ss_run(ss_t *ss, ss_conn_t *c);
 static void ss_close(ss_t *ss, ss_conn_t *c);
-static long ss_directive(const char *body, size_t len, const char *name,
-    long def);
 
 
 int
 main(int argc, char **argv)
 {
-    int                  i, n, timeout;
+    int                  i, n, timeout, hl;
     char                *sse;
     size_t               len;
     uint64_t             now;
@@ -147,17 +147,21 @@ main(int argc, char **argv)
     ss_templates(&ss, sse, len);
 
     ss.json_head = malloc(256);
-    ss.rbuf = malloc(SS_READ_SIZE);
-    if (ss.json_head == NULL || ss.rbuf == NULL) {
+    if (ss.json_head == NULL) {
         bn_die("out of memory");
     }
 
-    ss.json_head_len = snprintf(ss.json_head, 256,
-                                "HTTP/1.1 200 OK\r\n"
-                                "Content-Type: application/json\r\n"
-                                "Content-Length: %zu\r\n"
-                                "Connection: keep-alive\r\n\r\n",
-                                ss.json.len);
+    hl = snprintf(ss.json_head, 256,
+                  "HTTP/1.1 200 OK\r\n"
+                  "Content-Type: application/json\r\n"
+                  "Content-Length: %zu\r\n"
+                  "Connection: keep-alive\r\n\r\n",
+                  ss.json.len);
+    if (hl < 0 || hl >= 256) {
+        bn_die("cb_sse_server: the JSON answer's header does not fit");
+    }
+
+    ss.json_head_len = (size_t) hl;
 
     ss.lfd = bn_listen(listen, 16384);
     if (ss.lfd == -1) {
@@ -174,6 +178,10 @@ main(int argc, char **argv)
     while (!ss_stop) {
         now = bn_now_ns();
 
+        if (ss.accept_resume && now >= ss.accept_resume) {
+            ss_accepting(&ss, 1);
+        }
+
         /* paced streams whose time has come */
 
         while ((t = bn_heap_top(&ss.timers)) && t->when <= now) {
@@ -187,7 +195,9 @@ main(int argc, char **argv)
         if (ss.run_head) {
             timeout = 0;
 
-        } else if ((t = bn_heap_top(&ss.timers))) {
+        } else if ((t = bn_heap_top(&ss.timers))
+                   && t->when - now < 100000000)
+        {
             timeout = (int) ((t->when - now + 999999) / 1000000);
         }
 
@@ -239,27 +249,12 @@ ss_on_signal(int sig)
 static char *
 ss_read_file(const char *path, size_t *len)
 {
-    FILE  *f;
     char  *p;
-    long   size;
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        bn_die("cb_sse_server: cannot open %s", path);
+    p = bn_read_file(path, len);
+    if (p == NULL) {
+        bn_die("cb_sse_server: cannot read %s: %s", path, strerror(errno));
     }
-
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-
-    p = malloc(size + 1);
-    if (p == NULL || fread(p, 1, size, f) != (size_t) size) {
-        bn_die("cb_sse_server: cannot read %s", path);
-    }
-
-    fclose(f);
-    p[size] = '\0';
-    *len = size;
 
     return p;
 }
@@ -308,7 +303,23 @@ ss_accept(ss_t *ss)
 
     for ( ;; ) {
         fd = accept4(ss->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
         if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+                || errno == ENOMEM)
+            {
+                /*
+                 * the listener stays readable while the connection waits
+                 * in the backlog: stop watching it for a while, or every
+                 * turn of the loop would find it again and fail again
+                 */
+                ss_accepting(ss, 0);
+            }
+
             return;
         }
 
@@ -330,28 +341,35 @@ ss_accept(ss_t *ss)
 
 
 static void
+ss_accepting(ss_t *ss, int on)
+{
+    struct epoll_event  ev;
+
+    ev.events = on ? EPOLLIN : 0;
+    ev.data.ptr = NULL;
+
+    if (epoll_ctl(ss->ep, EPOLL_CTL_MOD, ss->lfd, &ev) == -1) {
+        bn_die("cb_sse_server: epoll_ctl: %s", strerror(errno));
+    }
+
+    ss->accept_resume = on ? 0 : bn_now_ns() + SS_ACCEPT_PAUSE_NS;
+
+    if (!on) {
+        fprintf(stderr, "cb_sse_server: accept: %s; pausing\n",
+                strerror(errno));
+    }
+}
+
+
+static void
 ss_read(ss_t *ss, ss_conn_t *c)
 {
     char     *h, *end;
-    ssize_t   n;
     size_t    hl, cl;
 
-    for ( ;; ) {
-        n = recv(c->fd, ss->rbuf, SS_READ_SIZE, 0);
-
-        if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
-            ss_close(ss, c);
-            return;
-        }
-
-        if (n == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-
-        bn_buf_append(&c->in, ss->rbuf, n);
+    if (bn_recv_into(c->fd, &c->in, SS_MAX_REQUEST) != BN_AGAIN) {
+        ss_close(ss, c);
+        return;
     }
 
     /* whole requests only; one at a time (no pipelining here) */
@@ -411,8 +429,8 @@ ss_request(ss_t *ss, ss_conn_t *c, const char *body, size_t len)
     }
 
     c->stream = 1;
-    c->left = (unsigned) ss_directive(body, len, "chunks", 200);
-    c->gap_ns = (uint64_t) ss_directive(body, len, "gap", 0) * 1000000;
+    c->left = (unsigned) bn_directive(body, len, "chunks", 200);
+    c->gap_ns = (uint64_t) bn_directive(body, len, "gap", 0) * 1000000;
     c->due = bn_now_ns();
 
     /* the header and the role event go at once, as chatbridge sends them */
@@ -614,20 +632,3 @@ ss_close(ss_t *ss, ss_conn_t *c)
      */
 }
 
-
-static long
-ss_directive(const char *body, size_t len, const char *name, long def)
-{
-    char        key[32];
-    const char  *p;
-    size_t       n;
-
-    n = snprintf(key, sizeof(key), "[[%s ", name);
-
-    p = memmem(body, len, key, n);
-    if (p == NULL) {
-        return def;
-    }
-
-    return strtol(p + n, NULL, 10);
-}

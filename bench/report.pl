@@ -31,12 +31,18 @@ while (<$rf>) {
 }
 close $rf;
 
+# the rows of (scenario, target, conc), in run order
+sub rows_of {
+    my ($scenario, $target, $conc) = @_;
+    return grep { $_->{scenario} eq $scenario && $_->{target} eq $target
+                  && $_->{conc} eq $conc } @rows;
+}
+
 # values of a metric for (scenario, target, conc), in run order
 sub values_of {
     my ($scenario, $target, $conc, $key) = @_;
     return map { $_->{$key} }
-           grep { $_->{scenario} eq $scenario && $_->{target} eq $target
-                  && $_->{conc} eq $conc && defined $_->{$key} } @rows;
+           grep { defined $_->{$key} } rows_of($scenario, $target, $conc);
 }
 
 sub median {
@@ -78,12 +84,28 @@ sub med {
 
 # what the rest of the machine used in the windows, % of one CPU
 sub other {
-    my ($scenario, $target, $conc) = @_;
     my @v = map { $_->{other_cpu_pct} + ($_->{steal_pct} // 0) }
-            grep { $_->{scenario} eq $scenario && $_->{target} eq $target
-                   && $_->{conc} eq $conc && defined $_->{other_cpu_pct} }
-            @rows;
+            grep { defined $_->{other_cpu_pct} } rows_of(@_);
     return @v ? cell(@v) . ' %' : '–';
+}
+
+# what the load used, % of one CPU: the client's, and the bench browser's
+# for the bridge's targets
+sub load {
+    my ($scenario, $target, $conc) = @_;
+    return stat_cell($scenario, $target, $conc, 'loadgen_cpu_pct') . ' %'
+        unless $target =~ /^bridge/;
+    return cell(map { $_->{browser_cpu_pct} + $_->{loadgen_cpu_pct} }
+                rows_of($scenario, $target, $conc)) . ' %';
+}
+
+# the bridge's round trip less the bare WebSocket one, run by run (SUFFIX:
+# '' or '-awake')
+sub added {
+    my ($suffix) = @_;
+    my @w = values_of('rtt', "websocket$suffix", 1, 'rtt_p50_us');
+    my @b = values_of('rtt', "bridge$suffix", 1, 'p50_us');
+    return map { $b[$_] - $w[$_] } grep { defined $b[$_] } 0 .. $#w;
 }
 
 sub ratio {
@@ -145,7 +167,7 @@ p "## How it is measured";
 p "";
 p "```sh";
 p "make bench                   # this report: $meta{runs} runs of each figure";
-p "make bench-smoke             # seconds; build/bench/BENCHMARKS-smoke.md";
+p "make bench-smoke             # seconds: bench/selftest.t, then build/bench/BENCHMARKS-smoke.md";
 p "BENCH_RUNS=5 BENCH_BROWSER=direct bench/run.sh   # knobs: see bench/run.sh";
 p "```";
 p "";
@@ -203,7 +225,7 @@ $t{mem} = med('hold', 'bridge', $top_hold, 'mem_per_stream_b');
 
 my @ws = values_of('rtt', 'websocket', 1, 'rtt_p50_us');
 my @br = values_of('rtt', 'bridge', 1, 'p50_us');
-my @added = map { $br[$_] - $ws[$_] } grep { defined $br[$_] } 0 .. $#ws;
+my @added = added('');
 $t{added} = median(@added);
 
 sub verdict {
@@ -245,11 +267,7 @@ p "| memory per held stream ($top_hold held) | ≤ 10 KB | ",
   defined $floor ? ' (nginx alone: ' . num($floor / 1024) . ' KiB)' : '',
   " | ",
   verdict($t{mem}, defined $t{mem} && $t{mem} <= 10240), " |";
-my @added_awake = do {
-    my @w = values_of('rtt', 'websocket-awake', 1, 'rtt_p50_us');
-    my @b = values_of('rtt', 'bridge-awake', 1, 'p50_us');
-    map { $b[$_] - $w[$_] } grep { defined $b[$_] } 0 .. $#w;
-};
+my @added_awake = added('-awake');
 p "| added round-trip latency over a bare WebSocket round trip | ≤ 100 µs p50 | ",
   defined $t{added} ? num($t{added}) . ' µs' : '–',
   @added_awake ? ' (vCPUs kept awake: ' . num(median(@added_awake))
@@ -274,13 +292,7 @@ if (grep { $_->{scenario} eq 'nonstream' } @rows) {
             my $name = { bridge => '**chatbridge**',
                          nginx => 'nginx `return 200`',
                          direct => 'direct server' }->{$target};
-            my $load = $target eq 'bridge'
-                ? cell(map { $_->{browser_cpu_pct} + $_->{loadgen_cpu_pct} }
-                       grep { $_->{scenario} eq 'nonstream'
-                              && $_->{target} eq 'bridge'
-                              && $_->{conc} eq $c } @rows) . ' %'
-                : stat_cell('nonstream', $target, $c, 'loadgen_cpu_pct')
-                  . ' %';
+            my $load = load('nonstream', $target, $c);
             p "| $c | $name | ", stat_cell('nonstream', $target, $c, 'rps'),
               " | ", stat_cell('nonstream', $target, $c, 'p50_us'),
               " | ", stat_cell('nonstream', $target, $c, 'p99_us'),
@@ -321,12 +333,7 @@ if (grep { $_->{scenario} eq 'stream' } @rows) {
                                            . 'without bound',
                          nginx => 'nginx, static file',
                          direct => 'direct server' }->{$target};
-            my $load = $target =~ /^bridge/
-                ? cell(map { $_->{browser_cpu_pct} + $_->{loadgen_cpu_pct} }
-                       grep { $_->{scenario} eq 'stream'
-                              && $_->{target} eq $target
-                              && $_->{conc} eq $c } @rows) . ' %'
-                : stat_cell('stream', $target, $c, 'loadgen_cpu_pct') . ' %';
+            my $load = load('stream', $target, $c);
             p "| $c | $name | ", stat_cell('stream', $target, $c, 'ttft_p50_us'),
               " | ", stat_cell('stream', $target, $c, 'ttft_p99_us'),
               " | ", stat_cell('stream', $target, $c, 'chunks_per_s'),
@@ -393,8 +400,7 @@ if (@holds) {
 if (@ws) {
     my @ws_a = values_of('rtt', 'websocket-awake', 1, 'rtt_p50_us');
     my @br_a = values_of('rtt', 'bridge-awake', 1, 'p50_us');
-    my @added_a = map { $br_a[$_] - $ws_a[$_] }
-                  grep { defined $br_a[$_] } 0 .. $#ws_a;
+    my @added_a = added('-awake');
 
     p "## Round trip";
     p "";

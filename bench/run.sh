@@ -11,17 +11,23 @@
 # make run; direct: straight to the sidecar's socket), BENCH_ONLY (a list of
 # scenarios: nonstream stream flood hold rtt awake), BENCH_OUT (the report),
 # BENCH_KEEP=1 (keep the temp folder), BENCH_SERVER_CPUS / BENCH_LOAD_CPUS
-# (taskset lists; 0 and 1 by default).
+# (taskset lists; 0 and 1 by default), BUILD (make's build folder, build/).
 #
 # Everything runs on loopback ports chosen at run time from a temp folder;
-# every process started here is stopped by its pid, also on failure.
+# every process started here is stopped by its pid, also on failure, and
+# every client it runs has a time limit.
 
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-bin=$top/build/bench
-module=$top/build/nginx/ngx_http_chatbridge_module.so
-sidecar=$top/build/chatbridge-sidecar
+build=${BUILD:-build}
+case "$build" in
+    /*) ;;
+    *) build=$top/$build ;;
+esac
+bin=$build/bench
+module=$build/nginx/ngx_http_chatbridge_module.so
+sidecar=$build/chatbridge-sidecar
 
 quick=${BENCH_QUICK:-0}
 browser_via=${BENCH_BROWSER:-nginx}
@@ -35,7 +41,7 @@ if [ "$quick" = 1 ]; then
     holds=(200)
     hold_ms=1000
     rtt_n=200
-    out=${BENCH_OUT:-$top/build/bench/BENCHMARKS-smoke.md}
+    out=${BENCH_OUT:-$build/bench/BENCHMARKS-smoke.md}
 else
     runs=${BENCH_RUNS:-3}
     duration=${BENCH_DURATION:-2}
@@ -67,10 +73,12 @@ chmod 755 "$dir"
 mkdir -p "$dir/tmp"
 chmod 1777 "$dir/tmp"
 
-pids=()
+pids=()         # what runs now, started here
 
+# stop_pid PID [SIGNAL]: SIGNAL (TERM), KILL after 5 s; then it is no
+# longer ours (its pid may be reused): out of pids
 stop_pid() {
-    local p=$1 sig=${2:-TERM}
+    local p=$1 sig=${2:-TERM} i
     [ -n "$p" ] || return 0
     kill "-$sig" "$p" 2>/dev/null || true
     for _ in $(seq 100); do
@@ -79,6 +87,11 @@ stop_pid() {
     done
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
+    for i in "${!pids[@]}"; do
+        if [ "${pids[$i]}" = "$p" ]; then
+            unset 'pids[i]'
+        fi
+    done
 }
 
 cleanup() {
@@ -144,6 +157,13 @@ free_port() {
                                       LocalPort => 0, Listen => 1)
             or die "no free port: $!";
         print $s->sockport;'
+}
+
+# the bench's clients: a hung one fails the run instead of holding it
+limit() {       # SECONDS command...
+    local s=$1
+    shift
+    timeout --kill-after=5 "$s" "$@"
 }
 
 wait_for() {    # command... ; up to 10 s
@@ -225,6 +245,9 @@ master_process on;
 pid $dir/nginx.pid;
 lock_file $dir/nginx.lock;
 error_log $dir/error.log notice;
+# a graceful stop (QUIT) does not wait for held streams and browsers'
+# WebSockets (proxy_read_timeout 1h) longer than stop_pid does
+worker_shutdown_timeout 3s;
 
 events {
     worker_connections $wc;
@@ -289,7 +312,8 @@ CONF
     nginx_pid=$!
     pids+=("$nginx_pid")
 
-    if ! wait_for curl -sf -o /dev/null "http://127.0.0.1:$port/v1/models"
+    if ! wait_for curl -sf -m 2 -o /dev/null \
+            "http://127.0.0.1:$port/v1/models"
     then
         say "nginx did not start:"; tail -5 "$dir/error.log" >&2
         exit 1
@@ -305,8 +329,9 @@ CONF
 }
 
 linked() {
-    curl -sf "http://127.0.0.1:$port/chatbridge/status" \
-        | grep -q '"link":"ready"'
+    local status
+    status=$(curl -sf -m 2 "http://127.0.0.1:$port/chatbridge/status") \
+        && [[ "$status" == *'"link":"ready"'* ]]
 }
 
 # $1: WebSocket connections; more: cb_browser options
@@ -353,7 +378,7 @@ start_direct() {
         --sse "$dir/answer.sse" >> "$dir/direct.log" 2>&1 &
     direct_pid=$!
     pids+=("$direct_pid")
-    wait_for curl -sf -o /dev/null -d '{}' \
+    wait_for curl -sf -m 2 -o /dev/null -d '{}' \
         "http://127.0.0.1:$direct_port/" || { say "no direct server"; exit 1; }
 }
 
@@ -385,13 +410,15 @@ busy() {
 # record SCENARIO TARGET CONC RUN -- cb_load arguments...
 # A run that shared the machine with other work is measured again, twice at
 # most (not the held streams: ten seconds each, and their figures are not
-# rates); the line says how many tries it took.
+# rates); the line says how many tries it took.  cb_load stops itself (its
+# window, or --timeout, 60 s unless given); limit is the backstop.
 record() {
     local scenario=$1 target=$2 conc=$3 run=$4
     shift 5
-    local line try
+    local line try secs=90
+    [ "$scenario" = hold ] && secs=$((hold_ms / 1000 + 60))
     for try in 1 2 3; do
-        line=$("${pin_load[@]}" "$bin/cb_load" "$@") || {
+        line=$(limit "$secs" "${pin_load[@]}" "$bin/cb_load" "$@") || {
             say "cb_load failed: $scenario $target c=$conc"
             exit 1
         }
@@ -411,10 +438,10 @@ record() {
 start_bridge
 start_browser 4
 
-curl -sf "http://127.0.0.1:$port/v1/chat/completions" \
+curl -sf -m 30 "http://127.0.0.1:$port/v1/chat/completions" \
     -H 'Content-Type: application/json' -d @"$dir/nonstream.json" \
     > "$dir/answer.json"
-curl -sfN "http://127.0.0.1:$port/v1/chat/completions" \
+curl -sfN -m 30 "http://127.0.0.1:$port/v1/chat/completions" \
     -H 'Content-Type: application/json' -d @"$dir/stream.json" \
     > "$dir/answer.sse"
 
@@ -529,13 +556,17 @@ stop_spinners() {
     spinners=()
 }
 
-# rtt_round SUFFIX: one run of the three round trips
+# rtt_round SUFFIX: one run of the three round trips (the bare one within
+# a minute: cb_browser gives up itself, timeout if even that hangs)
 rtt_round() {
     local suffix=$1 r=$2 ws line
     ws=(--connect "127.0.0.1:$port")
     [ "$browser_via" = direct ] && ws=(--connect "unix:$dir/ws.sock")
-    line=$("${pin_load[@]}" "$bin/cb_browser" "${ws[@]}" \
-           --token "$token" --id rtt --rtt "$rtt_n") || exit 1
+    line=$(limit 70 "${pin_load[@]}" "$bin/cb_browser" "${ws[@]}" \
+           --token "$token" --id rtt --rtt "$rtt_n" --max-seconds 60) || {
+        say "the bare WebSocket round trips failed (rtt$suffix run $r)"
+        exit 1
+    }
     echo "scenario=rtt target=websocket$suffix conc=1 run=$r $line" \
         >> "$dir/results.txt"
     say "rtt websocket$suffix run $r: $line"
