@@ -47,7 +47,19 @@ UNIT_TESTS   = $(BUILD)/tests/cb_shm_test $(BUILD)/tests/cb_json_test \
 .PHONY: all module sidecar userscript sillytavern run test unit prove node-tests browser-tests \
         bench bench-smoke bench-bin lint clean deps deps-test
 
+# a recipe that fails leaves no half-written target behind to pass for
+# an up-to-date one next time
+.DELETE_ON_ERROR:
+
 all: module sidecar userscript sillytavern
+
+# $(call flags_stamp,FILE,TEXT): FILE holds TEXT, rewritten (so newer) only
+# when TEXT changed since the last make: a prerequisite that brings a target
+# up to date with the flags it was built with.  Done as make reads this
+# file, so that make -n and make -q see it too.
+flags_stamp = $(shell mkdir -p $(dir $(1)) && \
+    if [ "$$(cat $(1) 2>/dev/null)" != '$(subst ','\'',$(2))' ]; then \
+        printf '%s\n' '$(subst ','\'',$(2))' > $(1); fi)
 
 deps:
 	@util/deps.sh run
@@ -57,8 +69,18 @@ deps-test:
 
 # --- the nginx module, against Debian's nginx-dev and its configure flags
 
-$(BUILD)/nginx/Makefile: config
-	util/configure-module.sh $(BUILD)/nginx "$(SAN)" "$(SAN)"
+# configured again when the module's config, the script, nginx-dev's flags
+# or the flags it was configured with change (SANITIZE, CC, the hardening
+# make deb asks for); configure rewrites ngx_auto_config.h, on which every
+# object of the module depends, so the module is then built again
+MODULE_FLAGS = $(BUILD)/nginx/configure.flags
+$(call flags_stamp,$(MODULE_FLAGS),SAN=$(SAN) CC=$(CC) \
+    NGINX_SRC=$(NGINX_SRC) $(DEB_BUILD_MAINT_OPTIONS))
+
+$(BUILD)/nginx/Makefile: config util/configure-module.sh $(MODULE_FLAGS) \
+                         $(wildcard $(NGINX_SRC)/conf_flags)
+	NGINX_SRC=$(NGINX_SRC) util/configure-module.sh $(BUILD)/nginx \
+	    "$(SAN)" "$(SAN)"
 
 module: $(BUILD)/nginx/Makefile
 	@$(MAKE) --no-print-directory -f $(abspath $(BUILD)/nginx/Makefile) \
@@ -116,9 +138,14 @@ sidecar: $(SIDECAR)
 
 -include $(wildcard $(BUILD)/sidecar/*.d)
 
-# --- unit tests (Check), beside the code they test
+# --- unit tests (Check), beside the code they test; each lists the
+#     headers its sources include, and is built again when the flags change
 
-$(UNIT_TESTS): common/cb_check.h
+TESTS_FLAGS = $(BUILD)/tests/build.flags
+$(call flags_stamp,$(TESTS_FLAGS),CC=$(CC) CXX=$(CXX) $(CFLAGS_CB) \
+    $(CXXFLAGS_CB))
+
+$(UNIT_TESTS): common/cb_check.h $(TESTS_FLAGS)
 
 $(BUILD)/tests/cb_shm_test: common/cb_shm_test.c common/cb_shm.c \
                             common/cb_shm.h
@@ -136,7 +163,8 @@ $(BUILD)/tests/cb_json_test: ngx_chatbridge_module/cb_json_test.c \
 $(BUILD)/tests/cb_openai_test: ngx_chatbridge_module/cb_openai_test.c \
                                ngx_chatbridge_module/cb_openai.c \
                                ngx_chatbridge_module/cb_openai.h \
-                               ngx_chatbridge_module/cb_json.c
+                               ngx_chatbridge_module/cb_json.c \
+                               ngx_chatbridge_module/cb_json.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_openai_test.c \
 	    ngx_chatbridge_module/cb_openai.c ngx_chatbridge_module/cb_json.c \
@@ -153,27 +181,35 @@ $(BUILD)/tests/cb_arena_test: ngx_chatbridge_module/cb_arena_test.c \
                               ngx_chatbridge_module/cb_arena.c \
                               ngx_chatbridge_module/cb_arena.h \
                               ngx_chatbridge_module/cb_openai.c \
-                              ngx_chatbridge_module/cb_jsonc.c
+                              ngx_chatbridge_module/cb_openai.h \
+                              ngx_chatbridge_module/cb_json.c \
+                              ngx_chatbridge_module/cb_json.h \
+                              ngx_chatbridge_module/cb_jsonc.c \
+                              ngx_chatbridge_module/cb_jsonc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CB) -o $@ ngx_chatbridge_module/cb_arena_test.c \
 	    ngx_chatbridge_module/cb_arena.c ngx_chatbridge_module/cb_openai.c \
 	    ngx_chatbridge_module/cb_json.c ngx_chatbridge_module/cb_jsonc.c \
 	    $(LIBS_CHECK)
 
-$(BUILD)/tests/frames_test: lws-sidecar/frames_test.cc \
+$(BUILD)/tests/frames_test: lws-sidecar/frames_test.cc lws-sidecar/frames.h \
                             $(BUILD)/sidecar/frames.o \
                             $(BUILD)/sidecar/protocol_spec.inc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_CB) -o $@ lws-sidecar/frames_test.cc \
 	    $(BUILD)/sidecar/frames.o $(LIBS_CHECK)
 
-# --- the two commands
+# --- the two commands: what is missing is installed before anything is
+#     built (in that order also under make -j), then the build, then the
+#     scripts, told where it is (BUILD)
 
-run: deps all
-	@util/run.sh $(PORT)
+run: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) util/run.sh $(PORT)
 
-test: deps-test all $(UNIT_TESTS)
-	@util/test.sh
+test: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS)
+	@BUILD=$(BUILD) util/test.sh
 
 unit: $(UNIT_TESTS)
 	@util/test.sh unit
@@ -194,12 +230,13 @@ sillytavern-tests: all
 bench:
 	@util/deps.sh bench
 	@$(MAKE) --no-print-directory all bench-bin
-	@bench/run.sh
+	@BUILD=$(BUILD) bench/run.sh
 
 bench-smoke:
 	@util/deps.sh bench
 	@$(MAKE) --no-print-directory all bench-bin
-	@BENCH_QUICK=1 bench/run.sh
+	@BUILD=$(BUILD) prove bench/selftest.t
+	@BUILD=$(BUILD) BENCH_QUICK=1 bench/run.sh
 
 # --- the benchmark's own programs (always -O2, no sanitizer)
 

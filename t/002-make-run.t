@@ -1,6 +1,9 @@
 # make run: one command starts the sidecar and nginx on the given port,
 # prints where to point a client and a browser, serves, and Ctrl-C (SIGINT
-# to the foreground process group, as a terminal sends it) stops both.
+# to the foreground process group, as a terminal sends it) stops both.  Its
+# runtime folder's name has & and | in it, which the generated nginx.conf
+# takes as they are; an API_KEY that would change that configuration is
+# refused before anything starts.
 
 use strict;
 use warnings;
@@ -13,7 +16,170 @@ use POSIX qw(setpgid :sys_wait_h);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
-my $rt = tempdir('cbrun-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+# util/run.sh with %env: its exit code (undef if it was still running after
+# 10 s, and then stopped) and what it printed
+sub run_sh {
+    my (%env) = @_;
+    pipe(my $r, my $w) or die;
+    my $pid = fork();
+    if ($pid == 0) {
+        setpgid(0, 0);
+        close $r;
+        open STDOUT, '>&', $w;
+        open STDERR, '>&', $w;
+        $ENV{$_} = $env{$_} for keys %env;
+        exec "$ChatBridgeTest::TOP/util/run.sh", ChatBridgeTest::free_port()
+            or die;
+    }
+    close $w;
+    my ($out, $rc) = ('', undef);
+    my $sel = IO::Select->new($r);
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        if ($sel->can_read(0.2)) {
+            my $n = sysread $r, my $buf, 4096;
+            $out .= $buf if $n;
+        }
+        if (waitpid($pid, WNOHANG) == $pid) {
+            $rc = $? >> 8;
+            last;
+        }
+    }
+    if (!defined $rc) {
+        kill 'INT', -$pid;
+        ChatBridgeTest::wait_for(sub { waitpid($pid, WNOHANG) == $pid }, 10)
+            or do { kill 'KILL', -$pid; waitpid $pid, 0 };
+    }
+    while (my $n = sysread $r, my $buf, 4096) { $out .= $buf }
+    return ($rc, $out);
+}
+
+# API_KEY goes into nginx.conf: a key that would end the directive, start
+# another or break the file is refused, and nothing starts
+for my $key ('sk-aaaaaaaaaaaaaaaa; chatbridge_api_key evil sk-evil-0123456789',
+             'sk-with space-000000', 'sk-semi;colon-00000', 'sk-slash/0000000000',
+             'sk-amp&ersand-000000', 'sk-pipe|0000000000', 'sk-brace}-0000000000',
+             "sk-quote'-0000000000", 'sk-dollar$x-0000000') {
+    my $krt = tempdir('cbrun-key-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my ($rc, $out) = run_sh(API_KEY => $key, CHATBRIDGE_RUNTIME => $krt);
+    is($rc, 2, "API_KEY \"$key\": refused") or diag($out);
+    like($out, qr/^make run: API_KEY may hold only letters, digits and /m,
+         'saying which characters it may hold') or diag($out);
+    ok(!-e "$krt/nginx.conf" && !-e "$krt/sidecar.pid",
+       'before writing a configuration or starting anything');
+}
+
+# make run installs what is missing first (util/deps.sh): as root it keeps
+# services from starting meanwhile with a policy-rc.d, which goes again when
+# it is stopped by TERM or INT in the middle (here with apt-get and
+# dpkg-query stubbed, and the policy in a path of the test's own)
+SKIP: {
+    skip 'util/deps.sh installs only as root', 6 if $> != 0;
+    for my $sig (qw(TERM INT)) {
+        my $d = tempdir('cbdeps-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+        for (['dpkg-query', 'exit 1'],
+             ['apt-get', 'case "$*" in *install*) sleep 1 ;; esac; exit 0']) {
+            open my $fh, '>', "$d/$_->[0]" or die;
+            print $fh "#!/bin/sh\n$_->[1]\n";
+            close $fh;
+            chmod 0755, "$d/$_->[0]";
+        }
+        my $policy = "$d/policy-rc.d";
+        my $pid = fork();
+        if ($pid == 0) {
+            setpgid(0, 0);
+            open STDOUT, '>', "$d/out" or die;
+            open STDERR, '>&', \*STDOUT;
+            $ENV{PATH} = "$d:$ENV{PATH}";
+            $ENV{CHATBRIDGE_POLICY_RC} = $policy;
+            exec "$ChatBridgeTest::TOP/util/deps.sh", 'run' or die;
+        }
+        ok(ChatBridgeTest::wait_for(sub { -e $policy }, 5),
+           "deps.sh: the policy is in place while apt-get runs ($sig)");
+        kill $sig, -$pid;       # as a terminal, or a supervisor, does
+        my $ended = ChatBridgeTest::wait_for(
+            sub { waitpid($pid, WNOHANG) == $pid }, 10);
+        ok($ended && $? != 0, "$sig ends it (wait status $?)")
+            or do { kill 'KILL', -$pid; waitpid $pid, 0 };
+        ok(!-e $policy, 'and removes the policy') or diag(`cat $d/out`);
+    }
+}
+
+# --- the Makefile, asked what it would do (make -n) with a build folder of
+#     the test's own whose files are made to look built
+
+my $TOP = $ChatBridgeTest::TOP;
+my $b = tempdir('cbmake-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+sub make_n { scalar qx{make -n -C $TOP --no-print-directory BUILD=$b @_ 2>&1} }
+sub made {          # FILE...: there, and newer than everything else
+    for my $f (@_) {
+        system('mkdir', '-p', $f =~ s{/[^/]+$}{}r);
+        open my $fh, '>', $f or die "$f: $!";
+        close $fh;
+    }
+}
+sub aged { utime(time - 3600, time - 3600, @_) }   # FILE...: an hour old
+
+my $nginx_mk = "$b/nginx/Makefile";
+make_n($nginx_mk);                  # its flags, as make first saw them
+aged("$b/nginx/configure.flags", "$b/tests/build.flags");
+made($nginx_mk);
+unlike(make_n($nginx_mk), qr/configure-module\.sh/,
+       'make: a configured module is not configured again');
+like(make_n("SANITIZE=address $nginx_mk"),
+     qr/configure-module\.sh \S+ \\\n\s+"-fsanitize=address /,
+     'but it is with SANITIZE changed');
+like(make_n($nginx_mk), qr/configure-module\.sh/, 'and changed back');
+aged("$b/nginx/configure.flags");
+like(make_n("-W util/configure-module.sh $nginx_mk"), qr/configure-module\.sh/,
+     'and when util/configure-module.sh changed');
+like(make_n("CC=gcc $nginx_mk"), qr/configure-module\.sh/,
+     'and with another compiler');
+make_n($nginx_mk);
+aged("$b/nginx/configure.flags", "$b/tests/build.flags");
+
+# each unit test is built again when a header its sources include changes
+made("$b/sidecar/protocol_spec.inc", "$b/sidecar/frames.o",
+     map { "$b/tests/${_}_test" } qw(cb_openai cb_arena frames));
+for (['cb_openai', 'ngx_chatbridge_module/cb_json.h'],
+     ['cb_arena', 'ngx_chatbridge_module/cb_json.h'],
+     ['cb_arena', 'ngx_chatbridge_module/cb_jsonc.h'],
+     ['cb_arena', 'ngx_chatbridge_module/cb_openai.h'],
+     ['frames', 'lws-sidecar/frames.h']) {
+    my ($test, $h) = @$_;
+    unlike(make_n("$b/tests/${test}_test"), qr/-o \Q$b\E\/tests\/${test}_test /,
+           "${test}_test is up to date");
+    like(make_n("-W $h $b/tests/${test}_test"),
+         qr/-o \Q$b\E\/tests\/${test}_test /, "and built again when $h changed");
+}
+like(make_n("SANITIZE=address $b/tests/cb_openai_test"),
+     qr/-fsanitize=address .*-o \Q$b\E\/tests\/cb_openai_test /,
+     'and when SANITIZE changed');
+
+# a recipe that fails leaves no half-made target that would pass for built
+open my $bad, '>', "$b/bad-spec.json" or die;
+print $bad '{"x": ")cbspec"}' . "\n";
+close $bad;
+my $made = qx{make -C $TOP --no-print-directory BUILD=$b SPEC=$b/bad-spec.json $b/sidecar/protocol_spec.inc 2>&1};
+isnt($?, 0, 'make: a recipe that fails fails make') or diag($made);
+ok(!-e "$b/sidecar/protocol_spec.inc", 'and its target is deleted')
+    or diag($made);
+
+# make run: the packages, then the build, then util/run.sh, told where the
+# build is (MAKE=true: the dry run does not go into the build itself)
+like(make_n('MAKE=true run'),
+     qr/\Autil\/deps\.sh run\ntrue --no-print-directory all\nBUILD=\Q$b\E util\/run\.sh \d+\n\z/,
+     'make run: util/deps.sh, then the build, then util/run.sh with BUILD');
+{
+    my ($rc, $out) = run_sh(BUILD => "$b/empty",
+                            CHATBRIDGE_RUNTIME => "$b/run");
+    is($rc, 1, 'util/run.sh with a BUILD that holds no build stops')
+        or diag($out);
+    like($out, qr{^make run: \Q$b\E/empty/\S+ is missing: run make}m,
+         'naming what is missing') or diag($out);
+}
+
+my $rt = tempdir('cbrun&x|y-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $port = ChatBridgeTest::free_port();
 
 # the user copied LMArena Bridge's config.jsonc into run/arena/

@@ -69,15 +69,27 @@ fi
 
 echo "chatbridge: installing ${missing[*]}" >&2
 
-# keep Debian's nginx service from starting on port 80 during the install
-policy=/usr/sbin/policy-rc.d
+# keep Debian's nginx service from starting on port 80 during the install;
+# the policy goes again however the script ends (an error, HUP, INT, TERM:
+# each exits through the EXIT trap), and the trap is in place before the
+# file is made, so no moment has the one without the other.
+# (CHATBRIDGE_POLICY_RC: another path, for t/002-make-run.t)
+policy=${CHATBRIDGE_POLICY_RC:-/usr/sbin/policy-rc.d}
 made_policy=0
+remove_policy() {
+    if [ "$made_policy" = 1 ]; then
+        rm -f "$policy"
+    fi
+}
+trap remove_policy EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 if [ ! -e "$policy" ]; then
+    made_policy=1
     printf '#!/bin/sh\nexit 101\n' > "$policy"
     chmod 755 "$policy"
-    made_policy=1
 fi
-trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
 
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \

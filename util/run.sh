@@ -8,12 +8,43 @@ set -euo pipefail
 port=${1:-5102}
 top=$(cd "$(dirname "$0")/.." && pwd)
 rt=${CHATBRIDGE_RUNTIME:-$top/run}
-module=$top/build/nginx/ngx_http_chatbridge_module.so
-sidecar=$top/build/chatbridge-sidecar
+# make's BUILD (make run passes it): relative to the top of the tree
+build=${BUILD:-build}
+case "$build" in
+    /*) ;;
+    *) build=$top/$build ;;
+esac
+module=$build/nginx/ngx_http_chatbridge_module.so
+sidecar=$build/chatbridge-sidecar
+userscript=$build/chatbridge.user.js
 
 case "$port" in
     ''|*[!0-9]*) echo "PORT must be a number" >&2; exit 2 ;;
 esac
+
+# API_KEY and the paths go into nginx's configuration as they are: nothing
+# in them may end a directive or start another (; { } space quotes # $ \)
+if [ -n "${API_KEY:-}" ] && ! [[ "$API_KEY" =~ ^[A-Za-z0-9._~+=:-]+$ ]]; then
+    echo "make run: API_KEY may hold only letters, digits and . _ ~ + = : -" \
+         "(it is written into nginx's configuration)" >&2
+    exit 2
+fi
+conf_safe() {    # WHAT VALUE
+    if [[ "$2" =~ [[:space:]\;\{\}\"\'\#\$\\] ]]; then
+        echo "make run: $1 \"$2\" holds a character nginx's configuration" \
+             "would misread (space ; { } quotes # \$ \\)" >&2
+        exit 2
+    fi
+}
+conf_safe "the runtime folder" "$rt"
+conf_safe "the build folder (BUILD)" "$build"
+
+for f in "$module" "$sidecar" "$userscript"; do
+    if [ ! -f "$f" ]; then
+        echo "make run: $f is missing: run make (BUILD=$build)" >&2
+        exit 1
+    fi
+done
 
 mkdir -p "$rt/logs" "$rt/tmp"
 chmod 755 "$rt"
@@ -40,11 +71,10 @@ arena_line=""
 arena_args=()
 if [ -f "$arena_dir/config.jsonc" ]; then
     arena_dir=$(cd "$arena_dir" && pwd)
+    conf_safe "the LMArena folder (ARENA)" "$arena_dir"
     arena_line="chatbridge_arena $arena_dir;"
     arena_args=(--state-dir "$arena_dir")
 fi
-
-userscript=$top/build/chatbridge.user.js
 
 # as root, nginx workers run as nobody: give them the sockets' group
 user_line=""
@@ -59,12 +89,14 @@ if [ -n "${API_KEY:-}" ]; then
     keys="chatbridge_api_key default $API_KEY;"
 fi
 
-# the generated configuration holds the admin key: for our eyes only
+# the generated configuration holds the admin key: for our eyes only.  The
+# @NAMES@ are filled in from the environment, taken as plain text (no sed
+# replacement syntax: & \ | in a value stay what they are)
 (umask 077
- sed -e "s|@MODULE@|$module|g" -e "s|@RUNTIME@|$rt|g" -e "s|@PORT@|$port|g" \
-     -e "s|@USER@|$user_line|g" -e "s|@API_KEYS@|$keys|g" \
-     -e "s|@ARENA@|$arena_line|g" -e "s|@USERSCRIPT@|$userscript|g" \
-     -e "s|@ADMIN_KEY@|$admin_key|g" \
+ CBRUN_MODULE=$module CBRUN_RUNTIME=$rt CBRUN_PORT=$port CBRUN_USER=$user_line \
+ CBRUN_API_KEYS=$keys CBRUN_ARENA=$arena_line CBRUN_USERSCRIPT=$userscript \
+ CBRUN_ADMIN_KEY=$admin_key \
+ perl -pe 's/\@([A-Z_]+)\@/exists $ENV{"CBRUN_$1"} ? $ENV{"CBRUN_$1"} : $&/ge' \
      "$top/nginx-conf/local.conf" > "$rt/nginx.conf")
 
 if ! /usr/sbin/nginx -t -q -p "$rt" -c "$rt/nginx.conf" -e stderr; then
