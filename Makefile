@@ -208,7 +208,7 @@ run: deps
 	@BUILD=$(BUILD) util/run.sh $(PORT)
 
 test: deps-test
-	@$(MAKE) --no-print-directory all $(UNIT_TESTS)
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS) bench-bin
 	@BUILD=$(BUILD) util/test.sh
 
 unit: $(UNIT_TESTS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: every tier, then one closing line "N passed, M failed".
 #
-#   util/test.sh            unit, node, prove, browser, sillytavern
+#   util/test.sh            unit, node, prove, bench, browser, sillytavern
 #   util/test.sh TIER...    only those tiers
 #
 # Each tier's own runner prints its report (Check, node --test, prove).
@@ -12,7 +12,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 
 tiers=("$@")
-[ ${#tiers[@]} -eq 0 ] && tiers=(unit node prove browser sillytavern)
+[ ${#tiers[@]} -eq 0 ] && tiers=(unit node prove bench browser sillytavern)
 
 passed=0
 failed=0
@@ -94,6 +94,31 @@ tier_prove() {
     if [ "$rc" != 0 ] || [ -z "$tests" ]; then
         status=1
         [ "$fails" = 0 ] && failed=$((failed + 1))
+    fi
+}
+
+# the benchmark, so that it does not rot: its tools against misbehaving
+# servers (bench/selftest.t), then every scenario once for a few seconds
+# (BENCH_QUICK). Its figures are not judged here: the bench is not a test.
+tier_bench() {
+    echo "== bench (selftest, smoke)"
+    prove bench/selftest.t 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]} tests
+    tests=$(grep -E '^Files=' "$log" | sed -E 's/.*Tests=([0-9]+).*/\1/')
+    if [ "$rc" = 0 ] && [ -n "$tests" ]; then
+        passed=$((passed + tests))
+    else
+        failed=$((failed + 1))
+        status=1
+    fi
+    if BENCH_QUICK=1 timeout -k 10 300 bench/run.sh >"$log" 2>&1; then
+        echo "ok - bench smoke: $(tail -1 "$log")"
+        passed=$((passed + 1))
+    else
+        tail -30 "$log"
+        echo "not ok - make bench-smoke"
+        failed=$((failed + 1))
+        status=1
     fi
 }
 
