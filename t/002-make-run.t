@@ -198,15 +198,28 @@ if ($pid == 0) {
     open STDOUT, '>&', $w;
     open STDERR, '>&', $w;
     $ENV{CHATBRIDGE_RUNTIME} = $rt;
+    delete $ENV{ARENA};         # the folder in $rt, not the developer's own
     exec "$ChatBridgeTest::TOP/util/run.sh", $port or die;
 }
 close $w;
+
+# whatever happens below, what make run started does not outlive the test
+my $bpid;
+END {
+    local $?;
+    for my $p (grep { $_ } $bpid, $pid) {
+        next if waitpid($p, WNOHANG) != 0;
+        kill 'INT', $p == $pid ? -$p : $p;
+        ChatBridgeTest::wait_for(sub { waitpid($p, WNOHANG) != 0 }, 10)
+            or do { kill 'KILL', $p == $pid ? -$p : $p; waitpid $p, 0 };
+    }
+}
 
 my $out = '';
 my $sel = IO::Select->new($r);
 my $deadline = time + 20;
 while (time < $deadline && $out !~ /Ctrl-C stops/) {
-    last unless $sel->can_read(1) || 1;
+    next unless $sel->can_read(0.2);
     my $n = sysread $r, my $buf, 4096;
     last if defined $n && $n == 0;
     $out .= $buf if $n;
@@ -256,7 +269,7 @@ my $st = $ua->get("http://127.0.0.1:$port/chatbridge/status");
 like($st->{content}, qr/"link":"ready"/, 'nginx is linked to the sidecar');
 
 # a browser with the printed token gets work
-my $bpid = fork();
+$bpid = fork();
 if ($bpid == 0) {
     exec 'node', "$ChatBridgeTest::TOP/t/lib/fake-browser.mjs", '--url',
          "ws://127.0.0.1:$port/chatbridge/ws", '--token', $token;
@@ -273,6 +286,7 @@ like($res->{content}, qr/"content":"echo: hi"/, 'with the answer');
 
 kill 'TERM', $bpid;
 waitpid $bpid, 0;
+$bpid = 0;
 
 # what make run started
 my $nginx = do { local @ARGV = "$rt/nginx.pid"; <> } // '';
