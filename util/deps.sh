@@ -4,8 +4,9 @@
 #   util/deps.sh run     build and run: nginx, nginx-dev, libwebsockets, jansson
 #   util/deps.sh deb     the above, plus dpkg-dev (make deb)
 #   util/deps.sh test    run and deb, plus Check, Perl test modules, Node.js,
-#                        Chromium, lintian (t/160-deb.t checks the packages)
-#   util/deps.sh bench   the above, plus taskset (util-linux)
+#                        Chromium, lintian (t/160-deb.t checks the packages),
+#                        the linter for make lint, taskset (the bench's smoke)
+#   util/deps.sh bench   the same
 #
 # As root, missing packages are installed with apt-get (services are kept from
 # starting during the install, so Debian's nginx does not take port 80).
@@ -18,7 +19,7 @@ tier=${1:-run}
 run_pkgs=(nginx nginx-dev libwebsockets-dev libjansson-dev pkg-config
           build-essential ca-certificates curl)
 deb_pkgs=(dpkg-dev binutils)
-lint_pkgs=(lintian)
+lint_pkgs=(lintian shellcheck)
 test_pkgs=(check perl openssl chromium libio-socket-ssl-perl git)
 bench_pkgs=(util-linux)   # taskset
 
@@ -26,7 +27,7 @@ case "$tier" in
     run)   want=("${run_pkgs[@]}") ;;
     deb)   want=("${run_pkgs[@]}" "${deb_pkgs[@]}") ;;
     test)  want=("${run_pkgs[@]}" "${deb_pkgs[@]}" "${lint_pkgs[@]}"
-                 "${test_pkgs[@]}") ;;
+                 "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
     bench) want=("${run_pkgs[@]}" "${deb_pkgs[@]}" "${lint_pkgs[@]}"
                  "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
     *)     echo "usage: $0 run|deb|test|bench" >&2; exit 2 ;;

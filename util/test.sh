@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: every tier, then one closing line "N passed, M failed".
 #
-#   util/test.sh            unit, node, prove, bench, browser, sillytavern
+#   util/test.sh            lint, unit, node, prove, bench, browser, sillytavern
 #   util/test.sh TIER...    only those tiers
 #
 # Each tier's own runner prints its report (Check, node --test, prove).
@@ -12,7 +12,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 
 tiers=("$@")
-[ ${#tiers[@]} -eq 0 ] && tiers=(unit node prove bench browser sillytavern)
+[ ${#tiers[@]} -eq 0 ] && tiers=(lint unit node prove bench browser sillytavern)
 
 passed=0
 failed=0
@@ -27,6 +27,17 @@ node_deps() {
         (cd t && npm ci --prefer-offline --no-audit --no-fund --loglevel=error) \
             || return 1
         touch t/node_modules
+    fi
+}
+
+# make lint: the style rules and shellcheck, counted as one test
+tier_lint() {
+    echo "== lint"
+    if util/lint.sh; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        status=1
     fi
 }
 
