@@ -375,21 +375,10 @@ my $front = ChatBridgeTest->new;
 $front->example_files(client_key => 'sk-client-0123456789', admin_key => $admin);
 my $fd = $front->dir;
 $front->start_nginx(tls => 1, conf => <<"CONF");
-${\ ($> == 0 ? 'user nobody nogroup;' : '') }
-worker_processes 1;
-daemon off;
-master_process on;
-pid $fd/nginx.pid;
-lock_file $fd/nginx.lock;
-error_log $fd/error.log info;
+${\ $front->main_conf }
 events { worker_connections 64; }
 http {
-    client_body_temp_path $fd/tmp/body;
-    proxy_temp_path $fd/tmp/proxy;
-    fastcgi_temp_path $fd/tmp/fastcgi;
-    uwsgi_temp_path $fd/tmp/uwsgi;
-    scgi_temp_path $fd/tmp/scgi;
-    access_log $fd/access.log;
+${\ $front->http_paths }
     server {
         listen 127.0.0.1:${\ $front->port } ssl;
         ssl_certificate $fd/tls/fullchain.pem;

@@ -116,22 +116,11 @@ for my $name (qw(api.openai.com imposter.example.com)) {
 sub fake_api {
     my ($name) = @_;
     my $api = ChatBridgeTest->new;
-    my $d = $api->dir;
-    my $user = $> == 0 ? 'user nobody nogroup;' : '';
-    my $temp = join '', map { "    ${_}_temp_path $d/tmp/$_;\n" }
-                            qw(client_body proxy fastcgi uwsgi scgi);
     $api->start_nginx(tls => 1, conf => <<"CONF");
-$user
-worker_processes 1;
-daemon off;
-master_process on;
-pid $d/nginx.pid;
-lock_file $d/nginx.lock;
-error_log $d/error.log info;
+${\ $api->main_conf }
 events { worker_connections 64; }
 http {
-$temp
-    access_log $d/access.log;
+${\ $api->http_paths }
     server {
         listen 127.0.0.1:${\ $api->port } ssl;
         ssl_certificate $pki/$name.pem;

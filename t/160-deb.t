@@ -466,26 +466,13 @@ sub serve {
     # the packaged snippets, on a port of this test's own
     my $port = $t->port;
     $t->start_nginx(conf => <<"CONF");
-user www-data;
-worker_processes 2;
-daemon off;
-master_process on;
-pid $tdir/nginx.pid;
-lock_file $tdir/nginx.lock;
-error_log $tdir/error.log info;
-
+${\ $t->main_conf(user => 'www-data', workers => 2) }
 include /etc/nginx/modules-enabled/*.conf;
 
 events { worker_connections 256; }
 
 http {
-    client_body_temp_path $tdir/tmp/body;
-    proxy_temp_path $tdir/tmp/proxy;
-    fastcgi_temp_path $tdir/tmp/fastcgi;
-    uwsgi_temp_path $tdir/tmp/uwsgi;
-    scgi_temp_path $tdir/tmp/scgi;
-    access_log $tdir/access.log;
-
+${\ $t->http_paths }
     server {
         listen 127.0.0.1:$port;
 

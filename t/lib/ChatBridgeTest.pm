@@ -210,6 +210,28 @@ sub nginx_test {
     return ($? >> 8, $out);
 }
 
+# For a whole configuration of a test's own: the main context's lines that
+# keep nginx in the foreground with its files in the test's directory
+# (user => 'www-data', else nobody as root; workers => N, 1)...
+sub main_conf {
+    my ($self, %o) = @_;
+    my $dir = $self->{dir};
+    my $user = $o{user} // ($> == 0 ? 'nobody nogroup' : undef);
+    return join "\n", (defined $user ? "user $user;" : ()),
+        'worker_processes ' . ($o{workers} // 1) . ';', 'daemon off;',
+        'master_process on;', "pid $dir/nginx.pid;",
+        "lock_file $dir/nginx.lock;", "error_log $dir/error.log info;", '';
+}
+
+# ... and http {}'s: temp paths and the access log in that directory
+sub http_paths {
+    my ($self) = @_;
+    my $dir = $self->{dir};
+    return join '', (map { "    ${_}_temp_path $dir/tmp/$_;\n" }
+                         qw(client_body proxy fastcgi uwsgi scgi)),
+                    "    access_log $dir/access.log;\n";
+}
+
 sub nginx_conf {
     my ($self, %o) = @_;
 
@@ -217,30 +239,16 @@ sub nginx_conf {
     return $o{conf} if defined $o{conf};
 
     my $dir = $self->{dir};
-    my $user = $> == 0 ? 'user nobody nogroup;' : '';
-    my $workers = $o{workers} // 2;
 
     return <<"CONF";
 load_module $MODULE;
-$user
-worker_processes $workers;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-lock_file $dir/nginx.lock;
-error_log $dir/error.log info;
+@{[ $self->main_conf(workers => $o{workers} // 2) ]}
 worker_shutdown_timeout @{[ $o{shutdown_timeout} // '30s' ]};
 
 events { worker_connections 2048; }
 
 http {
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    access_log $dir/access.log;
-
+@{[ $self->http_paths ]}
     chatbridge_sidecar $dir/sidecar.sock;
 
     @{[ $o{http} // '' ]}

@@ -20,6 +20,8 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import vm from 'node:vm';
 
+import { sleep, waitFor } from './harness.mjs';
+
 const require = createRequire(import.meta.url);
 const { WebSocket, WebSocketServer } = require('ws');
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -27,18 +29,6 @@ const TOP = path.resolve(here, '..', '..');
 const P = require(`${TOP}/browser/common/cb-protocol.js`);
 const spec = JSON.parse(fs.readFileSync(`${TOP}/browser/protocol/protocol-v1.json`, 'utf8'));
 const validator = P.createValidator(spec);
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(fn, ms, what) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timeout: ${what}`);
-    await sleep(10);
-  }
-}
 
 /** A copy of browser/ (sources only) in a temp dir; returns its top. */
 function copyBrowser() {

@@ -19,6 +19,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
+import { sleep, waitFor } from '../node/harness.mjs';
+
 const require = createRequire(import.meta.url);
 const { WebSocket, WebSocketServer } = require('ws');
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -26,18 +28,6 @@ const TOP = path.resolve(here, '..', '..');
 const P = require(`${TOP}/browser/common/cb-protocol.js`);
 const spec = JSON.parse(fs.readFileSync(`${TOP}/browser/protocol/protocol-v1.json`, 'utf8'));
 const validator = P.createValidator(spec);
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(fn, ms, what) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timeout: ${what}`);
-    await sleep(10);
-  }
-}
 
 // ───────────────────────────── a SillyTavern stand-in ─────────────────────────────
 
