@@ -97,7 +97,7 @@ sub openssl {
     my $out = qx{openssl @_ 2>&1};
     $? == 0 or die "openssl @_: $out";
 }
-openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -keyout $pki/ca.key "
+openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -keyout $pki/ca.key "
         . "-out $pki/ca.pem -subj /CN=chatbridge-test-ca "
         . '-addext basicConstraints=critical,CA:TRUE '
         . '-addext keyUsage=critical,keyCertSign,cRLSign');
@@ -105,7 +105,7 @@ for my $name (qw(api.openai.com imposter.example.com)) {
     open my $ext, '>', "$pki/$name.ext" or die;
     print $ext "subjectAltName=DNS:$name\n";
     close $ext;
-    openssl("req -newkey rsa:2048 -nodes -keyout $pki/$name.key "
+    openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $pki/$name.key "
             . "-out $pki/$name.csr -subj /CN=$name");
     openssl("x509 -req -in $pki/$name.csr -CA $pki/ca.pem -CAkey $pki/ca.key "
             . "-CAcreateserial -days 2 -out $pki/$name.pem "

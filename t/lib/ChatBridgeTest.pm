@@ -357,7 +357,7 @@ sub example_files {
     }
     closedir $dh;
 
-    my $out = qx{openssl req -x509 -newkey rsa:2048 -nodes -days 2 \\
+    my $out = qx{openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \\
         -keyout $dir/tls/privkey.pem -out $dir/tls/fullchain.pem \\
         -subj /CN=bridge.example.com \\
         -addext subjectAltName=DNS:bridge.example.com,IP:127.0.0.1 2>&1};
