@@ -448,7 +448,9 @@
 
   const WS_OPEN = 1;
   const noop = () => {};
-  const DEFAULT_BACKOFF = { initialMs: 500, maxMs: 30000, factor: 2, jitter: 0.3 };
+  // stableMs: how long a welcomed connection must last before the next
+  // reconnect starts from initialMs again
+  const DEFAULT_BACKOFF = { initialMs: 500, maxMs: 30000, factor: 2, jitter: 0.3, stableMs: 10000 };
 
   /**
    * The connection manager used by the browser scripts.
@@ -457,8 +459,9 @@
    *   capabilities, WebSocket (constructor, default globalThis.WebSocket),
    *   spec (parsed protocol-v1.json: validates incoming and outgoing frames),
    *   tracker (TaskTracker fed by task/cancel/pause/resume), backoff
-   *   ({initialMs, maxMs, factor, jitter}), random, setTimeout, clearTimeout,
-   *   log(level, msg), heartbeatMs (default until welcome, 15000),
+   *   ({initialMs, maxMs, factor, jitter, stableMs}), random, setTimeout,
+   *   clearTimeout, log(level, msg), heartbeatMs (default until welcome,
+   *   15000),
    *   deadAfterMs (fixed dead timeout instead of 3 × heartbeat, for tests),
    *   maxFrame (default until welcome), cancelOnClose (default true: cancel
    *   the tracker's tasks when the connection is lost), and the handlers
@@ -522,6 +525,7 @@
       this._reconnectTimer = null;
       this._deadTimer = null;
       this._pingTimer = null;
+      this._stableTimer = null;
       this._openRequests = new Set();
       this._lastRefusal = null;                                 // why the last send was refused here
       this._resetSession();
@@ -800,7 +804,7 @@
         case 'welcome':
           this._browserId = frame.browser_id;
           this._applyWelcome(frame);
-          this._attempt = 0;
+          this._armStableTimer(ws);
           this._armDeadTimer(ws);
           this._schedulePing(ws);
           this._setState('ready');
@@ -900,9 +904,24 @@
     }
 
     _protocolError(info) {
-      if (info.direction === 'out') this._lastRefusal = info;
       this._log('warn', `protocol error (${info.direction}): ${info.error} ${info.path || ''} ${info.message || ''}`);
       this._call('onProtocolError', info);
+      // after the callback: a frame it sends must not make us forget why
+      // this one was refused (sendDone and sendError act on it)
+      if (info.direction === 'out') this._lastRefusal = info;
+    }
+
+    /**
+     * The attempts count from zero again once this connection has lasted
+     * backoff.stableMs: a bridge that welcomes and then drops the client at
+     * once is still backed off, not retried every initialMs for ever.
+     */
+    _armStableTimer(ws) {
+      if (this._stableTimer !== null) this._clearTimeout(this._stableTimer);
+      this._stableTimer = this._setTimeout(() => this._guard(() => {
+        this._stableTimer = null;
+        if (ws === this._ws) this._attempt = 0;
+      }), this._backoff.stableMs);
     }
 
     _armDeadTimer(ws) {
@@ -950,7 +969,7 @@
     _gone(ws, info) {
       if (ws !== this._ws) return;
       this._ws = null;
-      for (const t of ['_deadTimer', '_pingTimer']) {
+      for (const t of ['_deadTimer', '_pingTimer', '_stableTimer']) {
         if (this[t] !== null) { this._clearTimeout(this[t]); this[t] = null; }
       }
       this._openRequests.clear();

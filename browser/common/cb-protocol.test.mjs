@@ -587,6 +587,17 @@ test('a done or error frame refused here fails its request with an internal erro
     assert.deepEqual([e.type, e.request_id, e.code], ['error', 'r4', 'internal']);
     assert.match(e.message, /done frame was refused before sending \(not_object: TypeError/);
   });
+  // an onProtocolError handler that sends a frame of its own does not make
+  // the client forget why the done frame was refused
+  let client;
+  await withPair({ onProtocolError: () => client.sendState('needs_human', 'noted') }, async (server, c) => {
+    client = c.client;
+    const conn = await handshake(server, c);
+    assert.equal(c.client.sendDone('r5', 'é'.repeat(40)), false);
+    assert.deepEqual(await conn.nextNonPing(), { type: 'state', state: 'needs_human', message: 'noted' });
+    const e = await conn.nextNonPing();
+    assert.deepEqual([e.type, e.request_id, e.code], ['error', 'r5', 'internal']);
+  });
   // not connected: nothing to send, nothing thrown
   const c0 = makeClient('ws://127.0.0.1:9/never');
   assert.equal(c0.client.sendDone(RID, 'é'.repeat(40)), false);
@@ -696,13 +707,13 @@ test('invalid incoming frames go to onProtocolError, not the handlers', T, async
   });
 });
 
-test('reconnects with exponential backoff and jitter; welcome resets the attempts', T, async () => {
+test('reconnects with exponential backoff and jitter; a welcomed connection that lasts resets the attempts', T, async () => {
   const delays = [];
   const allDelays = [];
   const randoms = [0, 1, 0.5, 0.25];
   let ri = 0;
   const extra = {
-    backoff: { initialMs: 100, maxMs: 350, factor: 2, jitter: 0.5 },
+    backoff: { initialMs: 100, maxMs: 350, factor: 2, jitter: 0.5, stableMs: 60 },
     random: () => randoms[ri++ % randoms.length],
     // Record every delay; run the short (reconnect) ones 10× faster for real.
     setTimeout: (fn, ms) => {
@@ -720,15 +731,24 @@ test('reconnects with exponential backoff and jitter; welcome resets the attempt
       conn.ws.close(1011, 'go away');
       await conn.closed;
     }
-    // The fourth one gets a welcome, then is closed.
-    const conn = await server.nextConnection();
+    // The fourth one gets a welcome, then is closed at once: still backed off.
+    let conn = await server.nextConnection();
     assert.equal((await conn.next(2000, 'hello')).type, 'hello');
     conn.send(welcome());
     await c.waitState('ready');
     conn.ws.close(1001, 'restart');
+    // The fifth one is welcomed and lasts stableMs (60 ms, run in 6): the
+    // attempts start again.
+    conn = await server.nextConnection();
+    assert.equal((await conn.next(2000, 'hello')).type, 'hello');
+    conn.send(welcome());
+    await c.waitState('ready');
+    await sleep(50);
+    conn.ws.close(1001, 'restart');
     await server.nextConnection();
-    // Base delays 100, 200, 400→350 (maxMs); jitter factor 1 + 0.5 × (2r − 1).
-    assert.deepEqual(delays, [50, 300, 350, 75]);
+    // Base delays 100, 200, 400→350 (maxMs), 350; then 100 again. Jitter
+    // factor 1 + 0.5 × (2r − 1) with r = 0, 1, 0.5, 0.25, 0, ...
+    assert.deepEqual(delays.filter((d) => d !== 60), [50, 300, 350, 263, 50]);
     assert.ok(allDelays.includes(45000), 'dead timeout is 3 × 15000 ms until welcome');
     assert.ok(allDelays.includes(15000), 'pings every heartbeat_ms after welcome');
     assert.equal(server.maxClients, 1, 'never two sockets at once');

@@ -14,6 +14,7 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUT_DIR}
+out=${out%/}        # dist/ and dist are one folder: its temp copy goes beside it
 from="import '../common/cb-protocol.js';"
 to="import './cb-protocol.js';"
 tmp=

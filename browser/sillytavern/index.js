@@ -702,13 +702,14 @@ async function answer(job) {
 
   const rest = restOfReply(reply, emitted);
   if (rest === null) {
-    // the client has text that is not the reply (SillyTavern changed more
-    // than whitespace at the end): it must not take the stream for the answer
-    fail(job, 'internal', 'SillyTavern\'s final reply differs from the text streamed so far '
-      + `(${emittedLen} characters were sent); the streamed answer is not the reply`, 500, false);
-    return;
+    // SillyTavern's clean-up changed more than blanks (a "Name:" prefix
+    // dropped, its regex scripts, fixMarkdown): the client has the model's
+    // streamed text, which is its answer; the chat shows the cleaned one
+    note('warn', `request ${short(id)}: SillyTavern's final reply differs from the ${emittedLen} `
+      + 'characters streamed (its clean-up); the client keeps the streamed text');
+  } else {
+    emit(rest);
   }
-  emit(rest);
   await tracked.waitIfPaused();
   if (tracked.cancelled) return;
   job.flush();

@@ -873,7 +873,14 @@
     const bad = checkTask(task);
     if (bad) return fail(bad);
 
-    const body = buildSiteBody(task, io);
+    let body;
+    try {
+      body = buildSiteBody(task, io);
+    } catch (e) {
+      // a message or attachment of a shape the site body cannot hold
+      return fail(err('bad_request', `The task cannot be sent to LMArena: ${clip(e && e.message ? e.message : String(e), 300)}`,
+        { status: 400, retryable: false }));
+    }
     let reader = null;
     try {
       const { response } = await openSiteStream(io, task, body, tracked.signal, io.state);

@@ -123,6 +123,11 @@ test('sillytavern build.sh: a folder with every file, or a clear failure that le
     assert.equal(ok.status, 0, ok.stderr);
     assert.deepEqual(fs.readdirSync(`${d}/out/chatbridge`).sort(),
       ['README.md', 'cb-protocol.js', 'index.js', 'manifest.json', 'settings.html', 'style.css']);
+    // OUT_DIR with a trailing slash is the same folder, built again in place
+    const again = sh(`${d}/browser/sillytavern/build.sh`, [`${d}/out/chatbridge/`]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.ok(fs.existsSync(`${d}/out/chatbridge/index.js`), 'the folder is there after building into OUT_DIR/');
+    assert.deepEqual(fs.readdirSync(`${d}/out`), ['chatbridge'], 'and nothing beside it');
 
     const cases = [
       ['manifest.json version 1.0.1', () => edit(`${d}/browser/sillytavern/manifest.json`,

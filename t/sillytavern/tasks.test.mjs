@@ -265,14 +265,14 @@ test('tasks it cannot take are refused as bad_request before they are queued', a
   assert.equal(tavern.generations.length, generations + 1);
 });
 
-test('a final reply that does not begin with what was streamed is an error, not done', async () => {
+test('a final reply that SillyTavern changed beyond what was streamed: the streamed text stands, done', async () => {
   await idle();
   tavern.script = { tokens: ['The answer', 'The answer is 4'], final: 'An answer: 42' };
   const frames = await run(taskFrame());
-  assert.deepEqual(frames.map((f) => f.type), ['delta', 'delta', 'error']);
-  const e = frames.at(-1);
-  assert.deepEqual([e.code, e.status, e.retryable], ['internal', 500, false]);
-  assert.match(e.message, /final reply differs from the text streamed so far \(15 characters were sent\)/);
+  assert.deepEqual(frames.map((f) => f.type === 'delta' ? f.text : f.type), ['The answer', ' is 4', 'done'],
+    'nothing of the changed reply is appended');
+  assert.ok(state().log.some((l) => /final reply differs from the 15 characters streamed/.test(l)),
+    'the difference is logged');
   // a token that rewrites what was sent is not passed on; the reply then decides
   tavern.script = { tokens: ['Hello', 'Jello there'], final: 'Hello there' };
   const again = await run(taskFrame());
@@ -293,12 +293,14 @@ test('blanks SillyTavern trims from the final reply are not a mismatch', async (
     const frames = await run(taskFrame());
     assert.deepEqual(frames.map((f) => f.type === 'delta' ? f.text : f.type), [...want, 'done'], JSON.stringify(tokens));
   }
-  // but not other blanks, and not text
+  // other changes (SillyTavern's "Name:" removal, its regex scripts): the
+  // streamed text is the answer, nothing is appended to it
   for (const [tokens, final] of [[['A B'], 'AB'], [['Seraphina: Hi'], 'Hi'], [['Hi\n\n'], 'Hi\nThere']]) {
     await idle();
     tavern.script = { tokens, final };
     const frames = await run(taskFrame());
-    assert.equal(frames.at(-1).code, 'internal', JSON.stringify([tokens, final]));
+    assert.deepEqual(frames.map((f) => f.type === 'delta' ? f.text : f.type), [...tokens, 'done'],
+      JSON.stringify([tokens, final]));
   }
 });
 
@@ -314,19 +316,18 @@ test('a history too long for splice(...spread) is taken whole', async () => {
   assert.deepEqual([g.first.mes, g.first.is_user, g.last.mes, g.last.is_user], ['m0', true, `m${n - 1}`, false]);
 });
 
-test('a long answer in many tokens costs time in proportion to its length', async () => {
+// (each token is compared with the end of what was sent, not all of it:
+// 20,000 tokens took about 7 s when every token was compared with the
+// whole text, about 0.2 s now; not a timed assertion)
+test('a long answer in many tokens arrives whole, each token\'s new text once', async () => {
   await idle();
   const tokens = 20000;
   const full = Array.from({ length: tokens }, (_, i) => `w${String(i).padStart(8, '0')} `).join('');   // 10 per token
   const cumulative = Array.from({ length: tokens }, (_, i) => full.slice(0, (i + 1) * 10));
   tavern.script = { tokens: cumulative, final: `${full}.` };
-  const t0 = performance.now();
   const frames = await run(taskFrame(), 60000);
-  const ms = performance.now() - t0;
   assert.equal(frames.filter((f) => f.type === 'delta').map((f) => f.text).join(''), `${full}.`);
   assert.equal(frames.at(-1).type, 'done');
-  // comparing each token with all that was sent before took about 7 s here; now about 0.2 s
-  assert.ok(ms < 3000, `${tokens} tokens took ${Math.round(ms)} ms`);
 });
 
 test('a cancel stops the generation; nothing is sent for the request after it; the next one works', async () => {
