@@ -9,10 +9,12 @@
  */
 
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "cb_arena.h"
 #include "cb_jsonc.h"
@@ -350,23 +352,22 @@ static int
 cb_arena_read(const char *dir, const char *name, int required, json_t **out,
     char *err, size_t errlen)
 {
-    char  file[4096];
-    FILE *f;
+    char         file[4096];
+    struct stat  st;
 
     *out = NULL;
 
     snprintf(file, sizeof(file), "%s/%s", dir, name);
 
-    f = fopen(file, "r");
-    if (f == NULL) {
+    /* an optional file may be absent; anything else is read, or refused */
+
+    if (stat(file, &st) == -1 && errno == ENOENT) {
         if (required) {
             return cb_arena_fail(err, errlen, "%s: cannot be read", file);
         }
 
         return 0;
     }
-
-    fclose(f);
 
     *out = cb_jsonc_load_file(file, CB_ARENA_FILE_MAX, err, errlen);
 

@@ -120,7 +120,9 @@ cb_jsonc_load_file(const char *path, size_t max_size, char *err,
     ssize_t       n;
     struct stat   st;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* non-blocking: a FIFO in its place is refused below, not waited on */
+
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd == -1) {
         cb_jsonc_error(err, errlen, "%s: open() failed: %s", path,
                        strerror(errno));

@@ -837,7 +837,10 @@ ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,
         return NGX_ERROR;
     }
 
-    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /* non-blocking: a FIFO in its place must not hang nginx -t or a reload */
+
+    fd = ngx_open_file(name->data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            ngx_open_file_n " \"%s\" failed", name->data);
@@ -847,6 +850,7 @@ ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,
     rc = NGX_ERROR;
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || !ngx_is_file(&fi)
         || (size_t) ngx_file_size(&fi) > max)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
