@@ -99,21 +99,8 @@ bool Control::listen(std::string *err)
     }
 
     // a live sidecar answers; a stale socket file is removed
-    {
-        UniqueFd probe(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-        if (connect(probe.get(), reinterpret_cast<sockaddr *>(&sun),
-                    sizeof(sun)) == 0) {
-            *err = "another sidecar is listening on " + opts_.control;
-            return false;
-        }
-        struct stat st;
-        if (lstat(opts_.control.c_str(), &st) == 0) {
-            if (!S_ISSOCK(st.st_mode)) {
-                *err = opts_.control + " exists and is not a socket";
-                return false;
-            }
-            unlink(opts_.control.c_str());
-        }
+    if (!remove_stale_socket(opts_.control, SOCK_SEQPACKET, err)) {
+        return false;
     }
 
     mode_t old = umask(0177);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <grp.h>
@@ -62,40 +63,6 @@ bool origin_match(const std::string &pattern, const std::string &origin)
                                         - tail.size());
     return mid.find('/') == std::string::npos
            && mid.find(':') == std::string::npos;
-}
-
-// a socket file that nobody listens on is a leftover, and removed; one
-// that answers is another process's: an error
-bool stale_socket(const std::string &path, std::string *err)
-{
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-
-    if (path.size() >= sizeof(sun.sun_path)) {
-        *err = "the --listen socket path is too long";
-        return false;
-    }
-    memcpy(sun.sun_path, path.data(), path.size());
-
-    struct stat st;
-    if (lstat(path.c_str(), &st) == -1) {
-        return true;
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-        *err = path + " exists and is not a socket";
-        return false;
-    }
-
-    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (connect(probe.get(), reinterpret_cast<sockaddr *>(&sun),
-                sizeof(sun)) == 0) {
-        *err = "another process is listening on " + path;
-        return false;
-    }
-
-    unlink(path.c_str());
-    return true;
 }
 
 } // namespace
@@ -160,7 +127,7 @@ bool Server::start(std::string *err)
         iface = opts_.listen.substr(5);
         vi.options |= LWS_SERVER_OPTION_UNIX_SOCK;
         vi.iface = iface.c_str();
-        if (!stale_socket(iface, err)) {
+        if (!remove_stale_socket(iface, SOCK_STREAM, err)) {
             return false;
         }
     } else {

@@ -7,7 +7,9 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -159,6 +161,50 @@ ReadFile read_regular_file(const std::string &path, size_t max,
 
     out->resize(got);
     return ReadFile::ok;
+}
+
+bool remove_stale_socket(const std::string &path, int type,
+                         std::string *err)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+
+    if (path.size() >= sizeof(sun.sun_path)) {
+        *err = path + ": the socket path is too long";
+        return false;
+    }
+    memcpy(sun.sun_path, path.data(), path.size());
+
+    struct stat st;
+    if (lstat(path.c_str(), &st) == -1) {
+        return true;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        *err = path + " exists and is not a socket";
+        return false;
+    }
+
+    UniqueFd probe(socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+    if (!probe) {
+        *err = std::string("socket(): ") + strerror(errno);
+        return false;
+    }
+    if (connect(probe.get(), reinterpret_cast<sockaddr *>(&sun),
+                sizeof(sun)) == 0) {
+        *err = "another process is listening on " + path;
+        return false;
+    }
+    if (errno != ECONNREFUSED) {
+        *err = path + ": " + strerror(errno);
+        return false;
+    }
+
+    if (unlink(path.c_str()) == -1 && errno != ENOENT) {
+        *err = "unlink(" + path + "): " + strerror(errno);
+        return false;
+    }
+    return true;
 }
 
 } // namespace chatbridge

@@ -77,6 +77,14 @@ enum class ReadFile { ok, missing, error };
 ReadFile read_regular_file(const std::string &path, size_t max,
                            std::string *out, std::string *err);
 
+// Before binding a unix socket at path: a socket file that nobody listens
+// on (connect() is refused) is a leftover, and removed; one that answers
+// is another process's, and one we cannot probe (EACCES) may be: errors,
+// as is anything there that is not a socket.  type: SOCK_STREAM or
+// SOCK_SEQPACKET, as the listener will be.
+bool remove_stale_socket(const std::string &path, int type,
+                         std::string *err);
+
 } // namespace chatbridge
 
 #endif

@@ -8,10 +8,12 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(put slurp);
 use Cwd qw(abs_path);
 use IO::Socket::INET;
 use POSIX qw(mkfifo);
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -22,15 +24,6 @@ mkdir $dir;
 chmod 0777, $dir;
 symlink $dir, $link or die "symlink: $!";
 my $real = abs_path($dir);
-
-sub put {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
-
-sub slurp { local (@ARGV, $/) = @_; <> }
 
 my $config = <<'JSONC';
 {
@@ -285,6 +278,25 @@ ok(-S $t->dir . '/ws.sock', 'and the socket file is still there');
 ok($t->wait_browsers(2), 'the browsers still reach the first sidecar');
 $r = chat('after the second sidecar');
 is($r->{status}, 200, 'which still answers');
+
+# and on the same control socket
+$cmd = "timeout 5 $ChatBridgeTest::SIDECAR --control $d/sidecar.sock "
+       . "--listen unix:$d/second-ws.sock --token x";
+$second = `$cmd 2>&1`;
+is($? >> 8, 1, 'a second sidecar on a live control socket exits');
+like($second, qr/another process is listening on .*sidecar\.sock/, 'saying why');
+ok(-S "$d/sidecar.sock", 'and the socket file is still there');
+is(chat('after the third sidecar')->{status}, 200, 'nginx still reaches the first');
+
+# a leftover socket file nobody listens on is taken over
+my $left = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => "$d/left.sock",
+                                 Listen => 1) or die "left.sock: $!";
+close $left;                            # the file stays, nobody listens
+$cmd = "timeout 3 $ChatBridgeTest::SIDECAR --control $d/left-ctl.sock "
+       . "--listen unix:$d/left.sock --token x --log-level info";
+$second = `$cmd 2>&1`;
+like($second, qr/ready: .*browsers on unix:\Q$d\E\/left\.sock/,
+     'a leftover browser socket file is replaced') or diag($second);
 
 $t->done;
 done_testing;
