@@ -93,11 +93,10 @@ $res = $t->raw(POST => '/v1/chat/completions', {
 is($err->{error}{code}, 'browser_disconnected',
    'browser gone mid-stream: an error event');
 my ($closing) = grep { $_->{event} eq 'closing' } $t->events;
-ok(defined $dropped_at && $closing, 'the error event came, after the close')
-    or BAIL_OUT('no error event or no close');
-ok($dropped_at - $closing->{t} / 1000 < 1,
-   sprintf('within 1 s of the drop (%.0f ms)',
-           ($dropped_at - $closing->{t} / 1000) * 1000));
+my $after = defined $dropped_at && $closing
+            ? $dropped_at - $closing->{t} / 1000 : -1;
+ok($after >= -0.05, 'the error event came, after the close (clocks within 50 ms)');
+ok($after < 1, sprintf('within 1 s of the drop (%.0f ms)', $after * 1000));
 ok($t->wait_browsers(1, 10), 'the browser reconnects');
 
 # --- a browser drops before its first token: another one answers
@@ -186,7 +185,7 @@ $t->done;
 
 my $u = ChatBridgeTest->new;
 $u->start_sidecar;
-$u->start_nginx(shutdown_timeout => '1s');
+$u->start_nginx(shutdown_timeout => '2s');
 $u->start_browser('--id', 'tab');
 $u->wait_browsers(1);
 my %old = map { $_ => 1 } $u->worker_pids;

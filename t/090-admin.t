@@ -7,7 +7,7 @@
 use strict;
 use warnings;
 use lib 't/lib';
-use ChatBridgeTest;
+use ChatBridgeTest qw(put slurp);
 use IO::Socket::INET;
 use MIME::Base64 qw(encode_base64);
 use Test::More;
@@ -17,15 +17,6 @@ my $t = ChatBridgeTest->new;
 my $dir = $t->dir . '/arena';
 mkdir $dir;
 chmod 0777, $dir;
-
-sub put {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
-
-sub slurp { local (@ARGV, $/) = @_; <> }
 
 put("$dir/config.jsonc", <<'JSONC');
 {

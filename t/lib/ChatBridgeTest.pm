@@ -139,6 +139,15 @@ sub start_nginx {
     my $dir = $self->{dir};
     my $workers = $o{workers} // 2;
 
+    # a whole configuration says how many workers it runs (nginx's default
+    # is one; auto is one per online CPU, as nginx counts them)
+    if (defined $o{conf}) {
+        my ($n) = $o{conf} =~ /^\s*worker_processes\s+(\w+)\s*;/m;
+        $workers = !defined $n ? 1
+                 : $n eq 'auto' ? (`getconf _NPROCESSORS_ONLN` + 0 || 1)
+                 : $n;
+    }
+
     $self->{conf} = $self->nginx_conf(%o);
 
     open my $fh, '>', "$dir/nginx.conf" or die $!;
@@ -405,10 +414,11 @@ sub reload_nginx {
     }, 10) or die "nginx did not replace its workers after a reload:\n"
                   . $self->log('error');
 
-    return unless $self->{sidecar} && ($self->{linked} // 1);
+    # linked: the sidecar gave each a worker entry, which status lists
+    return unless $self->{sidecar} && $self->{linked};
     wait_for(sub {
-        my $log = $self->log('error');
-        !grep { $log !~ /\b$_#$_: chatbridge: linked to the sidecar/ } @new;
+        my %in = map { $_->{pid} => 1 } @{ $self->status->{workers} // [] };
+        !grep { !$in{$_} } @new;
     }, 10) or die "the new workers did not link to the sidecar:\n"
                   . $self->log('error');
 }
@@ -416,9 +426,14 @@ sub reload_nginx {
 # a graceful stop, bounded: QUIT, then KILL after 10 s
 sub stop_nginx {
     my ($self) = @_;
-    my $pid = delete $self->{nginx} or return;
+    my $pid = $self->{nginx} or return;
     kill 'QUIT', $pid;
-    reap($pid, 10) or do { kill 'KILL', $pid; waitpid $pid, 0 };
+    if (!reap($pid, 10)) {
+        # workers outlive a killed master: they go first
+        kill 'KILL', $self->worker_pids, $pid;
+        waitpid $pid, 0;
+    }
+    delete $self->{nginx};
     delete $self->{pids}{$pid};
 }
 
@@ -480,7 +495,7 @@ sub wait_idle {
         ($s->{shm}{slots}{in_use} // -1) == 0
         && ($s->{shm}{chunks}{in_use} // -1) == 0
         && ($s->{requests}{active} // -1) == 0
-        && !grep { ($_->{inflight} // 0) != 0 } @{ $s->{browsers} // [] };
+        && !grep { ($_->{inflight} // -1) != 0 } @{ $s->{browsers} // [] };
     }, $timeout // 5);
 }
 
