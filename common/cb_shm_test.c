@@ -8,11 +8,12 @@
 
 
 #include "cb_check.h"
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sched.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cb_shm.h"
@@ -45,12 +46,23 @@ start_line(void)
 }
 
 
+/* nobody waits at the line for ever: a racer whose partner died gives up */
+
+#define START_LINE_SECONDS  10
+
+
 static void
 start_wait(start_line_t *st)
 {
+    time_t  deadline;
+
+    deadline = time(NULL) + START_LINE_SECONDS;
     __atomic_fetch_add(&st->ready, 1, __ATOMIC_SEQ_CST);
 
     while (!__atomic_load_n(&st->go, __ATOMIC_ACQUIRE)) {
+        if (time(NULL) > deadline) {
+            _exit(2);
+        }
         sched_yield();
     }
 }
@@ -59,7 +71,14 @@ start_wait(start_line_t *st)
 static void
 start_release(start_line_t *st, uint32_t n)
 {
+    time_t  deadline;
+
+    deadline = time(NULL) + START_LINE_SECONDS;
+
     while (__atomic_load_n(&st->ready, __ATOMIC_ACQUIRE) < n) {
+        ck_assert_msg(time(NULL) <= deadline,
+                      "only %u of %u racers reached the start line",
+                      __atomic_load_n(&st->ready, __ATOMIC_ACQUIRE), n);
         sched_yield();
     }
 
@@ -633,9 +652,9 @@ END_TEST
 
 START_TEST(test_state_seqlock)
 {
-    int            w;
+    int            w = 0;
     char           doc[2048], got[4096];
-    pid_t          pid;
+    pid_t          pid, done;
     size_t         size;
     void          *base;
     uint32_t       len, version, i, k, reads, last;
@@ -659,7 +678,7 @@ START_TEST(test_state_seqlock)
     last = 0;
     start_release(st, 1);
 
-    while (waitpid(pid, &w, WNOHANG) == 0) {
+    while ((done = waitpid(pid, &w, WNOHANG)) == 0) {
         if (cb_state_read(base, got, sizeof(got), &len, &version) != CB_OK
             || len == 0)
         {
@@ -675,6 +694,7 @@ START_TEST(test_state_seqlock)
         reads++;
     }
 
+    ck_assert_int_eq(done, pid);
     ck_assert_msg(WIFEXITED(w) && WEXITSTATUS(w) == 0, "writer: 0x%x", w);
     ck_assert_uint_gt(reads, 0);
 
