@@ -319,7 +319,7 @@ Browser *Bridge::pick(const Request *r, bool *eligible, bool *human) const
         if (b->state == Browser::State::hello
             || b->state == Browser::State::closing
             || !b->can_serve(r->kind, r->model)
-            || (!r->refused_by.empty() && b->id == r->refused_by)) {
+            || (r->refused && b->id == r->refused->browser)) {
             continue;
         }
         if (b->state == Browser::State::needs_human) {
@@ -405,6 +405,13 @@ void Bridge::place(Request *r, Browser *b, bool eligible, bool human)
 void Bridge::unavailable(Request *r, bool human)
 {
     seg_.header()->counters.rejected++;
+
+    if (r->refused) {
+        // no other tab took it: the client hears why the tab said no
+        const Refusal &no = *r->refused;
+        fail(r, no.status, no.code, no.message, no.retryable, no.retry_after);
+        return;
+    }
 
     if (human) {
         fail(r, 503, "needs_human",
@@ -1022,7 +1029,8 @@ void Bridge::on_answer(Browser *b, const char *type, json_t *f)
         if (!r->answered && (code == "needs_human" || code == "busy")
             && r->attempts <= opts_.retries) {
             bool eligible = false, human = false;
-            r->refused_by = b->id;
+            r->refused = std::make_unique<Refusal>(Refusal{
+                b->id, status, code, str(f, "message"), retryable, after });
             detach(r);
             Browser *o = pick(r, &eligible, &human);
             if (eligible) {

@@ -32,6 +32,17 @@ struct Pending {
     std::string data;
 };
 
+// What a tab that answered busy or needs_human said: the request is not
+// offered to it again, and the client hears this if no other tab takes it.
+struct Refusal {
+    std::string browser;
+    unsigned status;
+    std::string code;
+    std::string message;
+    bool retryable;
+    uint32_t retry_after;
+};
+
 struct Request {
     uint32_t slot = 0;
     uint32_t gen = 0;
@@ -52,7 +63,7 @@ struct Request {
     bool answered = false;          // content went to the client
     bool finishing = false;         // final record written or pending
     bool paused = false;            // pause sent to the browser
-    std::string refused_by;         // a browser that answered busy
+    std::unique_ptr<Refusal> refused;   // a tab answered busy (rare)
     std::list<Pending> pending;     // rare: allocates nothing while empty
     size_t pending_bytes = 0;
 };

@@ -45,5 +45,51 @@ is(scalar @tasks, 2, 'two tasks: the busy one and the retry');
 is($tasks[0]{browser}, 'only', 'the tab that names the model first');
 is($tasks[1]{browser}, 'other', 'then the other tab, not the busy one again');
 
+# --- the busy tab's request waits for the other tab, which is full; that
+#     tab goes away: the client hears the busy tab's reason, not "no browser"
+
+my $full = $t->start_browser('--id', 'full', '--concurrency', '1');
+ok($t->wait_browsers(3), 'a third tab, taking one request at a time');
+
+# a request for a model only the tabs without a list serve fills it
+my $hold = fork // die;
+if ($hold == 0) {
+    $t->http(POST => '/v1/chat/completions', { model => 'other-model',
+             messages => [{ role => 'user', content => 'hold [[silent]]' }] });
+    exit 0;
+}
+ok(ChatBridgeTest::wait_for(sub {
+       grep { ($_->{messages}[0]{content} // q()) =~ /hold/ } $t->events('task') }, 5),
+   'a tab holds a silent request');
+my ($holder) = map { $_->{browser} }
+               grep { ($_->{messages}[0]{content} // q()) =~ /hold/ } $t->events('task');
+# the other tab without a list goes: only "only" and the full one remain
+$t->stop_browser($holder eq 'full' ? $t->{browsers}[1]{pid} : $full);
+my $left = $holder eq 'full' ? $full : $t->{browsers}[1]{pid};
+ok($t->wait_browsers(2), 'two tabs left: the busy one and the full one');
+
+my $asked = fork // die;
+if ($asked == 0) {
+    my $r = chat("third [[busy-once $dir/b3]]");
+    ChatBridgeTest::put("$dir/third.json", $t->encode({ status => $r->{status},
+                                                       body => $r->{content} }));
+    exit 0;
+}
+ok(ChatBridgeTest::wait_for(sub {
+       grep { ($_->{messages}[0]{content} // q()) =~ /third/ } $t->events('task') }, 5),
+   'the busy tab was asked and refused');
+ok(ChatBridgeTest::wait_for(sub { ($t->status->{queue}{length} // 0) == 1 }, 5),
+   'the request waits for the full tab');
+$t->stop_browser($left);
+waitpid $asked, 0;
+my $third = $t->decode(ChatBridgeTest::slurp("$dir/third.json"));
+is($third->{status}, 503, 'that tab gone: 503');
+is(($t->decode($third->{body}) // {})->{error}{code}, 'busy', "the busy tab's own reason")
+    or diag($third->{body});
+like(($t->decode($third->{body}) // {})->{error}{message} // '', qr/scripted busy/,
+     'in its words');
+kill 'TERM', $hold;
+waitpid $hold, 0;
+
 $t->done;
 done_testing;
