@@ -35,7 +35,7 @@ my $local = do { local (@ARGV, $/) = "$ChatBridgeTest::TOP/nginx-conf/local.conf
 my %at = (MODULE => $ChatBridgeTest::MODULE, RUNTIME => $dir, PORT => $t->port,
           USER => ($> == 0 ? 'user nobody nogroup;' : ''),
           API_KEYS => 'chatbridge_api_key default sk-test-0123456789;',
-          ARENA => '', USERSCRIPT => "$ChatBridgeTest::TOP/build/chatbridge.user.js",
+          ARENA => '', USERSCRIPT => "$ChatBridgeTest::BUILD/chatbridge.user.js",
           ADMIN_KEY => 'sk-admin-0123456789abcdef');
 $local =~ s{@([A-Z_]+)@}{$at{$1} // "\@$1\@"}ge;
 unlike(join('', grep { !/^\s*#/ } split /^/, $local), qr/@[A-Z_]+@/,

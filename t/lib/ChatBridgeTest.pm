@@ -24,8 +24,10 @@ use Time::HiRes qw(time sleep);
 
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $NGINX = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-our $MODULE = "$TOP/build/nginx/ngx_http_chatbridge_module.so";
-our $SIDECAR = "$TOP/build/chatbridge-sidecar";
+# make's build folder (make test passes BUILD), relative to the top
+our $BUILD = do { my $b = $ENV{BUILD} // 'build'; $b =~ m{^/} ? $b : "$TOP/$b" };
+our $MODULE = "$BUILD/nginx/ngx_http_chatbridge_module.so";
+our $SIDECAR = "$BUILD/chatbridge-sidecar";
 
 our @EXPORT_OK = qw(put slurp);
 
@@ -307,7 +309,7 @@ sub example_conf {
     $text =~ s{/var/log/nginx/}{$dir/}g;
     $text =~ s{/etc/chatbridge/nginx/}{$dir/snippets/}g;
     $text =~ s{/etc/chatbridge/}{$dir/etc/}g;
-    $text =~ s{/usr/share/chatbridge/}{$TOP/build/}g;
+    $text =~ s{/usr/share/chatbridge/}{$BUILD/}g;
     $text =~ s{/etc/letsencrypt/live/bridge\.example\.com/}{$dir/tls/}g;
     $text =~ s{/var/www/acme}{$dir/acme}g;
 

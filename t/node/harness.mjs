@@ -13,8 +13,10 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const TOP = path.resolve(here, '..', '..');
 const NGINX = process.env.TEST_NGINX_BINARY || '/usr/sbin/nginx';
-const MODULE = `${TOP}/build/nginx/ngx_http_chatbridge_module.so`;
-const SIDECAR = `${TOP}/build/chatbridge-sidecar`;
+// make's build folder (make test passes BUILD), relative to the top
+const BUILD = path.resolve(TOP, process.env.BUILD || 'build');
+const MODULE = `${BUILD}/nginx/ngx_http_chatbridge_module.so`;
+const SIDECAR = `${BUILD}/chatbridge-sidecar`;
 const root = process.getuid && process.getuid() === 0;
 
 export function freePort() {
