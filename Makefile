@@ -57,9 +57,15 @@ all: module sidecar userscript sillytavern
 # when TEXT changed since the last make: a prerequisite that brings a target
 # up to date with the flags it was built with.  Done as make reads this
 # file, so that make -n and make -q see it too.
-flags_stamp = $(shell mkdir -p $(dir $(1)) && \
+#
+# A stamp that is missing when make needs it (make clean all: clean deletes
+# it after make read this file) is written again by its rule (flags_write)
+# and counts as remade, so what depends on it is built again.
+flags_write = mkdir -p $(dir $(1)) && \
+    printf '%s\n' '$(subst ','\'',$(2))' > $(1)
+flags_stamp = $(shell \
     if [ "$$(cat $(1) 2>/dev/null)" != '$(subst ','\'',$(2))' ]; then \
-        printf '%s\n' '$(subst ','\'',$(2))' > $(1); fi)
+        $(call flags_write,$(1),$(2)); fi)
 
 deps:
 	@util/deps.sh run
@@ -73,9 +79,18 @@ deps-test:
 # or the flags it was configured with change (SANITIZE, CC, the hardening
 # make deb asks for); configure rewrites ngx_auto_config.h, on which every
 # object of the module depends, so the module is then built again
+#
+# nginx-dev's version is in the flags too: an update of nginx-dev that
+# leaves conf_flags as it was still configures and builds the module again
+NGINX_DEV_VERSION := $(shell dpkg-query -W -f='$${Version}' nginx-dev \
+                       2>/dev/null)
 MODULE_FLAGS = $(BUILD)/nginx/configure.flags
-$(call flags_stamp,$(MODULE_FLAGS),SAN=$(SAN) CC=$(CC) \
-    NGINX_SRC=$(NGINX_SRC) $(DEB_BUILD_MAINT_OPTIONS))
+MODULE_FLAGS_TEXT = SAN=$(SAN) CC=$(CC) NGINX_SRC=$(NGINX_SRC) \
+    nginx-dev=$(NGINX_DEV_VERSION) $(DEB_BUILD_MAINT_OPTIONS)
+$(call flags_stamp,$(MODULE_FLAGS),$(MODULE_FLAGS_TEXT))
+
+$(MODULE_FLAGS):
+	@$(call flags_write,$@,$(MODULE_FLAGS_TEXT))
 
 $(BUILD)/nginx/Makefile: config util/configure-module.sh $(MODULE_FLAGS) \
                          $(wildcard $(NGINX_SRC)/conf_flags)
@@ -112,11 +127,22 @@ $(BUILD)/sidecar/protocol_spec.inc: $(SPEC)
 	@mkdir -p $(dir $@)
 	util/embed-spec.sh $< > $@
 
-$(BUILD)/sidecar/%.o: lws-sidecar/%.cc $(BUILD)/sidecar/protocol_spec.inc
+# every object, and the link, again when the flags change (SANITIZE, DEBUG,
+# CC, CXX, the libraries' flags), as the module's are
+SIDECAR_FLAGS = $(BUILD)/sidecar/build.flags
+SIDECAR_FLAGS_TEXT = CC=$(CC) CXX=$(CXX) $(CFLAGS_CB) $(CXXFLAGS_CB) \
+    $(LIBS_SIDECAR) $(shell pkg-config --cflags jansson 2>/dev/null)
+$(call flags_stamp,$(SIDECAR_FLAGS),$(SIDECAR_FLAGS_TEXT))
+
+$(SIDECAR_FLAGS):
+	@$(call flags_write,$@,$(SIDECAR_FLAGS_TEXT))
+
+$(BUILD)/sidecar/%.o: lws-sidecar/%.cc $(BUILD)/sidecar/protocol_spec.inc \
+                      $(SIDECAR_FLAGS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_CB) -MMD -MP -c $< -o $@
 
-$(BUILD)/sidecar/cb_shm.o: common/cb_shm.c common/cb_shm.h
+$(BUILD)/sidecar/cb_shm.o: common/cb_shm.c common/cb_shm.h $(SIDECAR_FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CB) -c $< -o $@
 
@@ -126,13 +152,15 @@ $(BUILD)/sidecar/cb_shm.o: common/cb_shm.c common/cb_shm.h
 SIDECAR_MODULE_OBJS = $(BUILD)/sidecar/cb_jsonc.o $(BUILD)/sidecar/cb_arena.o \
                       $(BUILD)/sidecar/cb_openai.o $(BUILD)/sidecar/cb_json.o
 
-$(SIDECAR_MODULE_OBJS): $(BUILD)/sidecar/%.o: ngx_chatbridge_module/%.c
+$(SIDECAR_MODULE_OBJS): $(BUILD)/sidecar/%.o: ngx_chatbridge_module/%.c \
+                                             $(SIDECAR_FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_CB) $(shell pkg-config --cflags jansson) -MMD -MP \
 	    -c $< -o $@
 
-$(SIDECAR): $(SIDECAR_OBJS) $(BUILD)/sidecar/cb_shm.o $(SIDECAR_MODULE_OBJS)
-	$(CXX) $(SAN) -o $@ $^ $(LIBS_SIDECAR)
+$(SIDECAR): $(SIDECAR_OBJS) $(BUILD)/sidecar/cb_shm.o $(SIDECAR_MODULE_OBJS) \
+            $(SIDECAR_FLAGS)
+	$(CXX) $(SAN) -o $@ $(filter %.o,$^) $(LIBS_SIDECAR)
 
 sidecar: $(SIDECAR)
 
@@ -142,8 +170,11 @@ sidecar: $(SIDECAR)
 #     headers its sources include, and is built again when the flags change
 
 TESTS_FLAGS = $(BUILD)/tests/build.flags
-$(call flags_stamp,$(TESTS_FLAGS),CC=$(CC) CXX=$(CXX) $(CFLAGS_CB) \
-    $(CXXFLAGS_CB))
+TESTS_FLAGS_TEXT = CC=$(CC) CXX=$(CXX) $(CFLAGS_CB) $(CXXFLAGS_CB)
+$(call flags_stamp,$(TESTS_FLAGS),$(TESTS_FLAGS_TEXT))
+
+$(TESTS_FLAGS):
+	@$(call flags_write,$@,$(TESTS_FLAGS_TEXT))
 
 $(UNIT_TESTS): common/cb_check.h $(TESTS_FLAGS)
 
@@ -212,20 +243,20 @@ test: deps-test
 	@BUILD=$(BUILD) util/test.sh
 
 unit: $(UNIT_TESTS)
-	@util/test.sh unit
+	@BUILD=$(BUILD) util/test.sh unit
 
 prove: all
-	@util/test.sh prove
+	@BUILD=$(BUILD) util/test.sh prove
 
 node-tests: all
-	@util/test.sh node
+	@BUILD=$(BUILD) util/test.sh node
 
 browser-tests: all
-	@util/test.sh browser
+	@BUILD=$(BUILD) util/test.sh browser
 
 .PHONY: sillytavern-tests
 sillytavern-tests: all
-	@util/test.sh sillytavern
+	@BUILD=$(BUILD) util/test.sh sillytavern
 
 bench:
 	@util/deps.sh bench
@@ -286,3 +317,8 @@ lint:
 
 clean:
 	rm -rf $(BUILD)
+
+# make clean all: clean first, then the rest, also under make -j
+ifneq ($(filter clean,$(MAKECMDGOALS)),)
+.NOTPARALLEL:
+endif

@@ -9,6 +9,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use ChatBridgeTest;
+use File::Spec;
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use IO::Select;
@@ -122,7 +123,8 @@ sub aged { utime(time - 3600, time - 3600, @_) }   # FILE...: an hour old
 
 my $nginx_mk = "$b/nginx/Makefile";
 make_n($nginx_mk);                  # its flags, as make first saw them
-aged("$b/nginx/configure.flags", "$b/tests/build.flags");
+aged("$b/nginx/configure.flags", "$b/tests/build.flags",
+     "$b/sidecar/build.flags");
 made($nginx_mk);
 unlike(make_n($nginx_mk), qr/configure-module\.sh/,
        'make: a configured module is not configured again');
@@ -136,7 +138,8 @@ like(make_n("-W util/configure-module.sh $nginx_mk"), qr/configure-module\.sh/,
 like(make_n("CC=gcc $nginx_mk"), qr/configure-module\.sh/,
      'and with another compiler');
 make_n($nginx_mk);
-aged("$b/nginx/configure.flags", "$b/tests/build.flags");
+aged("$b/nginx/configure.flags", "$b/tests/build.flags",
+     "$b/sidecar/build.flags");
 
 # each unit test is built again when a header its sources include changes
 made("$b/sidecar/protocol_spec.inc", "$b/sidecar/frames.o",
@@ -156,6 +159,72 @@ like(make_n("SANITIZE=address $b/tests/cb_openai_test"),
      qr/-fsanitize=address .*-o \Q$b\E\/tests\/cb_openai_test /,
      'and when SANITIZE changed');
 
+# an update of nginx-dev (here a dpkg-query of the test's own that names
+# its version) configures the module again, also when conf_flags stays
+{
+    my $fake = "$b/fake-dpkg";
+    mkdir $fake;
+    open my $fh, '>', "$fake/dpkg-query" or die;
+    print $fh qq(#!/bin/sh\nprintf '%s' "\$CB_FAKE_NGINX_DEV"\n);
+    close $fh;
+    chmod 0755, "$fake/dpkg-query";
+    local $ENV{PATH} = "$fake:$ENV{PATH}";
+    local $ENV{CB_FAKE_NGINX_DEV} = '1.22.1-9+deb12u1';
+    make_n($nginx_mk);
+    aged("$b/nginx/configure.flags");
+    made($nginx_mk);
+    unlike(make_n($nginx_mk), qr/configure-module\.sh/,
+           'make: the same nginx-dev: not configured again');
+    $ENV{CB_FAKE_NGINX_DEV} = '1.22.1-9+deb12u2';
+    like(make_n($nginx_mk), qr/configure-module\.sh/,
+         'another version of nginx-dev: configured again');
+}
+
+# the sidecar: every object and the link again when SANITIZE or DEBUG
+# changed, as the module and the unit tests are
+my @sidecar_objs = ((map { s{^.*/(.*)\.cc$}{$b/sidecar/$1.o}r }
+                     grep { !/_test\.cc$/ } glob("$TOP/lws-sidecar/*.cc")),
+                    map { "$b/sidecar/$_.o" }
+                        qw(cb_shm cb_jsonc cb_arena cb_openai cb_json));
+make_n($nginx_mk);
+aged("$b/nginx/configure.flags", "$b/tests/build.flags",
+     "$b/sidecar/build.flags");
+made("$b/sidecar/protocol_spec.inc", @sidecar_objs, "$b/chatbridge-sidecar");
+my $sidecar_link = qr/-o \Q$b\E\/chatbridge-sidecar /;
+unlike(make_n("$b/chatbridge-sidecar"), qr/-c |$sidecar_link/,
+       'make: a built sidecar is up to date');
+for (['SANITIZE=address', qr/-fsanitize=address/],
+     ['DEBUG=1', qr/-O0 -g3/]) {
+    my ($knob, $flag) = @$_;
+    my $n = make_n("$knob $b/chatbridge-sidecar") =~ s/\\\n\s*/ /gr;
+    my @built = grep { $n =~ /^.*$flag.* -o \Q$_\E$/m } @sidecar_objs;
+    is(scalar @built, scalar @sidecar_objs,
+       "with $knob: each of its objects built again, $knob") or diag($n);
+    like($n, $sidecar_link, 'and linked again') or diag($n);
+    make_n("$b/chatbridge-sidecar");
+    aged("$b/sidecar/build.flags");
+    made(@sidecar_objs, "$b/chatbridge-sidecar");
+}
+
+# make clean, then a target (under -j too: clean goes first): the flag
+# stamps make wrote as it read the Makefile are gone, and made again (no
+# "No rule to make target"), with the same text, so that the next make does
+# not count them as changed
+{
+    my $c = tempdir('cbclean-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my @stamps = map { "$c/$_" } qw(nginx/configure.flags tests/build.flags
+                                     sidecar/build.flags);
+    my $make = "make -j4 -C $TOP --no-print-directory BUILD=$c";
+    my $out = qx{$make clean @stamps 2>&1};
+    is($?, 0, 'make clean, then the flag stamps: they are made') or diag($out);
+    ok(!grep({ !-f } @stamps), 'all three there again') or diag($out);
+    aged(@stamps);
+    my @before = map { (stat)[9] } @stamps;
+    qx{make -n -C $TOP --no-print-directory BUILD=$c $stamps[0] 2>&1};
+    is_deeply([ map { (stat)[9] } @stamps ], \@before,
+              'with the text make writes as it reads the Makefile');
+}
+
 # a recipe that fails leaves no half-made target that would pass for built
 open my $bad, '>', "$b/bad-spec.json" or die;
 print $bad '{"x": ")cbspec"}' . "\n";
@@ -170,6 +239,32 @@ ok(!-e "$b/sidecar/protocol_spec.inc", 'and its target is deleted')
 like(make_n('MAKE=true run'),
      qr/\Autil\/deps\.sh run\ntrue --no-print-directory all\nBUILD=\Q$b\E util\/run\.sh \d+\n\z/,
      'make run: util/deps.sh, then the build, then util/run.sh with BUILD');
+
+# make unit runs util/test.sh's unit tier on the unit tests in BUILD, as
+# given to make (relative to the top, or absolute), wherever it is started
+like(make_n('unit'), qr/^BUILD=\Q$b\E util\/test\.sh unit$/m,
+     'make unit: util/test.sh unit, told BUILD');
+{
+    my $u = "$b/unit-build";
+    system('mkdir', '-p', "$u/tests");
+    open my $fh, '>', "$u/tests/fake_test" or die;
+    print $fh "#!/bin/sh\necho '100%: Checks: 7, Failures: 0, Errors: 0'\n";
+    close $fh;
+    chmod 0755, "$u/tests/fake_test";
+    my $rel = File::Spec->abs2rel($u, $TOP);
+    for my $build ($u, $rel) {
+        my $out = qx{cd / && BUILD='$build' $TOP/util/test.sh unit 2>&1};
+        is($?, 0, "util/test.sh unit with BUILD=$build") or diag($out);
+        like($out, qr/^== \Q$u\E\/tests\/fake_test$/m,
+             'runs the unit tests in that folder') or diag($out);
+        like($out, qr/^7 passed, 0 failed$/m, 'and only those') or diag($out);
+    }
+    my $out = qx{BUILD='$b/empty' $TOP/util/test.sh unit 2>&1};
+    isnt($?, 0, 'util/test.sh unit with no unit tests in BUILD fails');
+    like($out, qr/no unit tests in \Q$b\E\/empty\/tests/, 'saying so')
+        or diag($out);
+}
+
 {
     my ($rc, $out) = run_sh(BUILD => "$b/empty",
                             CHATBRIDGE_RUNTIME => "$b/run");

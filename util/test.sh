@@ -4,12 +4,23 @@
 #   util/test.sh            lint, unit, node, prove, bench, browser, sillytavern
 #   util/test.sh TIER...    only those tiers
 #
+# BUILD: make's build folder (build/), relative to the top or absolute; the
+# tiers are told where it is (BUILD, made absolute).
+#
 # Each tier's own runner prints its report (Check, node --test, prove).
 
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
+
+# make's build folder (BUILD, as make passes it: relative to the top)
+build=${BUILD:-build}
+case "$build" in
+    /*) ;;
+    *) build=$(realpath -m "$top/$build") ;;
+esac
+export BUILD=$build
 
 tiers=("$@")
 [ ${#tiers[@]} -eq 0 ] && tiers=(lint unit node prove bench browser sillytavern)
@@ -42,8 +53,17 @@ tier_lint() {
 }
 
 tier_unit() {
-    local t
-    for t in build/tests/*_test; do
+    local t tests
+    shopt -s nullglob
+    tests=("$build"/tests/*_test)
+    shopt -u nullglob
+    if [ ${#tests[@]} -eq 0 ]; then
+        echo "not ok - no unit tests in $build/tests: run make unit"
+        failed=$((failed + 1))
+        status=1
+        return
+    fi
+    for t in "${tests[@]}"; do
         echo "== $t"
         "$t" 2>&1 | tee "$log"
         local rc=${PIPESTATUS[0]}

@@ -25,7 +25,8 @@ use Time::HiRes qw(time sleep);
 our $TOP = abs_path(dirname(__FILE__) . '/../..');
 our $NGINX = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 # make's build folder (make test passes BUILD), relative to the top
-our $BUILD = do { my $b = $ENV{BUILD} // 'build'; $b =~ m{^/} ? $b : "$TOP/$b" };
+our $BUILD = do { my $b = length($ENV{BUILD} // '') ? $ENV{BUILD} : 'build';
+                  $b =~ m{^/} ? $b : "$TOP/$b" };
 our $MODULE = "$BUILD/nginx/ngx_http_chatbridge_module.so";
 our $SIDECAR = "$BUILD/chatbridge-sidecar";
 
