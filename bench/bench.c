@@ -250,13 +250,33 @@ bn_buf_free(bn_buf_t *b)
 int
 bn_recv_into(int fd, bn_buf_t *b, size_t max)
 {
+    char     byte;
     size_t   room;
     ssize_t  n;
 
     for ( ;; ) {
+
+        /* full: too much only if there is more to read */
+
         if (max && bn_buf_len(b) >= max) {
-            errno = EMSGSIZE;
-            return BN_ERROR;
+            n = recv(fd, &byte, 1, MSG_PEEK);
+
+            if (n > 0) {
+                errno = EMSGSIZE;
+                return BN_ERROR;
+            }
+
+            if (n == 0) {
+                errno = 0;
+                return BN_ERROR;
+            }
+
+            if (errno == EINTR) {
+                continue;
+            }
+
+            return errno == EAGAIN || errno == EWOULDBLOCK ? BN_AGAIN
+                                                           : BN_ERROR;
         }
 
         bn_buf_reserve(b, 65536);

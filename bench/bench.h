@@ -59,7 +59,9 @@ void bn_buf_free(bn_buf_t *b);
 /*
  * Everything a non-blocking socket has now, appended to b: BN_AGAIN once
  * it is drained; BN_ERROR at EOF (errno 0), on an error (errno), or when
- * b would hold more than max bytes (errno EMSGSIZE; max 0: no bound)
+ * b would hold more than max bytes (errno EMSGSIZE: b holds max bytes, and
+ * the socket has more; max 0: no bound).  Holding exactly max is not too
+ * much.
  */
 int bn_recv_into(int fd, bn_buf_t *b, size_t max);
 

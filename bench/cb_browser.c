@@ -49,6 +49,8 @@
 #define BR_BUCKETS          65536
 #define BR_MAX_MESSAGE      (16 * 1024 * 1024)  /* a frame, or a message's
                                                    fragments together */
+#define BR_MAX_FRAME        (BR_MAX_MESSAGE + 14)   /* with its header: what
+                                                   c->in holds at most */
 #define BR_HIGH_WATER       (64 * 1024)
 #define BR_ID_LEN           64
 
@@ -264,6 +266,11 @@ main(int argc, char **argv)
                 c->blocked = 0;
                 br_flush(&br, c);
 
+                if (c->state == BR_CLOSED) {
+                    continue;   /* the send failed: it is gone, also for
+                                   this event's EPOLLIN or EPOLLERR */
+                }
+
                 /* streams that waited for room go on */
 
                 while (!c->blocked && c->stalled
@@ -467,23 +474,50 @@ br_connect(br_t *br, br_conn_t *c)
 }
 
 
+/*
+ * What the socket has, read and taken in turns: c->in is read up to one
+ * frame of BR_MAX_MESSAGE with its header (BR_MAX_FRAME), the whole frames
+ * in it are taken, and the rest is read after them.  A burst of any length
+ * of frames within the bound is thus no more than one frame at a time in
+ * c->in; only a frame over it, or headers of the handshake over it, are too
+ * much.
+ */
+
 static void
 br_readable(br_t *br, br_conn_t *c)
 {
-    /* whole frames are at most BR_MAX_MESSAGE, and consumed as they come */
+    int  rc;
 
-    if (bn_recv_into(c->fd, &c->in, BR_MAX_MESSAGE + 64 * 1024) != BN_AGAIN)
-    {
-        br_closed(br, c, errno == EMSGSIZE ? "too much input"
-                         : errno ? strerror(errno) : "closed by the server");
-        return;
+    while (c->state != BR_CLOSED) {
+        rc = bn_recv_into(c->fd, &c->in, BR_MAX_FRAME);
+
+        if (rc == BN_ERROR && errno != EMSGSIZE) {
+            br_closed(br, c, errno ? strerror(errno)
+                                   : "closed by the server");
+            return;
+        }
+
+        /* BN_AGAIN: all of it read; BN_ERROR (EMSGSIZE): c->in is full */
+
+        if (c->state != BR_OPEN && br_handshake(br, c) != BN_OK) {
+            if (rc != BN_AGAIN) {
+                br_closed(br, c, "too much input (the handshake's headers)");
+            }
+
+            return;
+        }
+
+        if (br_frames(br, c) != BN_OK || rc == BN_AGAIN) {
+            return;
+        }
+
+        /* what is left is part of a frame, which fits: read on */
+
+        if (bn_buf_len(&c->in) >= BR_MAX_FRAME) {
+            br_closed(br, c, "too much input");
+            return;
+        }
     }
-
-    if (c->state != BR_OPEN && br_handshake(br, c) != BN_OK) {
-        return;
-    }
-
-    (void) br_frames(br, c);
 }
 
 
@@ -492,10 +526,15 @@ br_readable(br_t *br, br_conn_t *c)
 static void
 br_closed(br_t *br, br_conn_t *c, const char *why)
 {
+    if (c->state == BR_CLOSED) {
+        return;
+    }
+
     fprintf(stderr, "cb_browser: connection %d: %s\n", c->index, why);
 
     c->state = BR_CLOSED;
     close(c->fd);
+    c->fd = -1;
 
     if (br->rtt) {
         bn_die("cb_browser: --rtt: the connection closed after %u of %u "

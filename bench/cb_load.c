@@ -39,6 +39,8 @@
 #define LG_PATTERN          "{\"content\":\""
 #define LG_PATTERN_LEN      (sizeof(LG_PATTERN) - 1)
 #define LG_MAX_HEAD         (64 * 1024)     /* an answer's headers */
+#define LG_BACKOFF_NS       (10 * 1000000)  /* after failures in a row: */
+#define LG_BACKOFF_MAX_NS   (50 * 1000000)  /* 10, 20, 40, 50, 50 ... ms */
 
 enum { LG_JSON, LG_SSE, LG_HOLD };
 
@@ -69,6 +71,8 @@ typedef struct {
     uint64_t        t_first;
     uint32_t        chunks;
     uint32_t        requests;
+    uint32_t        fails;          /* in a row, without an answer */
+    uint64_t        retry;          /* when to open it again, or 0 */
     bn_buf_t        head;           /* headers, or a chunk-size line */
 } lg_conn_t;
 
@@ -112,6 +116,7 @@ typedef struct {
     unsigned        opened;
     unsigned        connecting;
     unsigned        active;
+    unsigned        waiting;        /* connections to open again later */
 
     /* results */
     uint64_t        requests;
@@ -153,6 +158,8 @@ static void lg_options(lg_t *lg, int argc, char **argv);
 static void lg_load_body(lg_t *lg);
 static void lg_run(lg_t *lg);
 static void lg_open(lg_t *lg, unsigned i);
+static void lg_reopen(lg_t *lg, lg_conn_t *c);
+static int lg_retry(lg_t *lg, uint64_t now);
 static void lg_event(lg_t *lg, lg_conn_t *c, uint32_t events);
 static void lg_send(lg_t *lg, lg_conn_t *c);
 static void lg_read(lg_t *lg, lg_conn_t *c);
@@ -437,6 +444,15 @@ lg_run(lg_t *lg)
             timeout = 50;
         }
 
+        /* connections that failed in a row open again after a pause */
+
+        if (lg->waiting && !lg->stopping) {
+            i = lg_retry(lg, now);
+            if (i < timeout) {
+                timeout = i;
+            }
+        }
+
         if (next < lg->conns && lg->mode == LG_HOLD) {
             timeout = 1;
         }
@@ -519,6 +535,8 @@ lg_open(lg_t *lg, unsigned i)
         lg->errors++;
         if (lg->mode == LG_HOLD) {
             lg->held_failed++;
+        } else if (!lg->stopping) {
+            lg_reopen(lg, c);       /* later: its place is kept */
         }
         return;
     }
@@ -537,6 +555,75 @@ lg_open(lg_t *lg, unsigned i)
     lg->opened++;
     lg->connecting++;
     lg->active++;
+}
+
+
+/*
+ * A connection of the closed loop failed: it is opened again (--conns
+ * connections, as after "Connection: close"), at once the first time, and
+ * after LG_BACKOFF_NS, doubling up to LG_BACKOFF_MAX_NS, when it fails
+ * again without an answer in between: a server that refuses connections
+ * does not make the load generator spin
+ */
+
+static void
+lg_reopen(lg_t *lg, lg_conn_t *c)
+{
+    uint64_t  delay;
+
+    if (c->fails++ == 0) {
+        lg_open(lg, (unsigned) (c - lg->c));
+        return;
+    }
+
+    delay = (uint64_t) LG_BACKOFF_NS << (c->fails - 2 < 3 ? c->fails - 2 : 3);
+    if (delay > LG_BACKOFF_MAX_NS) {
+        delay = LG_BACKOFF_MAX_NS;
+    }
+
+    if (c->retry == 0) {
+        lg->waiting++;
+    }
+
+    c->retry = bn_now_ns() + delay;
+}
+
+
+/* opens the connections whose pause is over; ms until the next one's */
+
+static int
+lg_retry(lg_t *lg, uint64_t now)
+{
+    unsigned   i;
+    uint64_t   next;
+    lg_conn_t *c;
+
+    next = (uint64_t) -1;
+
+    for (i = 0; i < lg->conns && lg->waiting; i++) {
+        c = &lg->c[i];
+
+        if (c->retry == 0) {
+            continue;
+        }
+
+        if (c->retry <= now) {
+            c->retry = 0;
+            lg->waiting--;
+            lg_open(lg, i);
+            continue;
+        }
+
+        if (c->retry < next) {
+            next = c->retry;
+        }
+    }
+
+    if (next == (uint64_t) -1) {
+        return 50;
+    }
+
+    return (int) ((next - now + 999999) / 1000000);
 }
 
 
@@ -919,6 +1006,7 @@ lg_done(lg_t *lg, lg_conn_t *c)
     now = bn_now_ns();
     took = now - c->t_start;
 
+    c->fails = 0;       /* an answer: the connection works */
     ok = (c->status == 200);
 
     if (ok && lg->mode != LG_JSON && lg->expect_chunks
@@ -1010,7 +1098,7 @@ lg_fail(lg_t *lg, lg_conn_t *c)
      */
 
     if (!lg->stopping) {
-        lg_open(lg, (unsigned) (c - lg->c));
+        lg_reopen(lg, c);
     }
 }
 

@@ -93,6 +93,7 @@ static void ss_templates(ss_t *ss, char *sse, size_t len);
 static void ss_accept(ss_t *ss);
 static void ss_accepting(ss_t *ss, int on);
 static void ss_read(ss_t *ss, ss_conn_t *c);
+static int ss_content_length(const char *p, size_t hl, size_t *cl);
 static void ss_request(ss_t *ss, ss_conn_t *c, const char *body,
     size_t len);
 static void ss_step(ss_t *ss, ss_conn_t *c);
@@ -388,8 +389,11 @@ ss_read(ss_t *ss, ss_conn_t *c)
         cl = 0;
 
         h = strcasestr(h, "\r\nContent-Length:");
-        if (h && h < end) {
-            cl = strtoul(h + 17, NULL, 10);
+        if (h && h < end && ss_content_length(h + 17, hl, &cl) != BN_OK) {
+            fprintf(stderr, "cb_sse_server: a request with a bad or too "
+                    "large Content-Length; closing its connection\n");
+            ss_close(ss, c);
+            return;
         }
 
         if (bn_buf_len(&c->in) < hl + cl) {
@@ -410,6 +414,48 @@ ss_read(ss_t *ss, ss_conn_t *c)
     if (bn_buf_len(&c->in) == 0) {
         bn_buf_free(&c->in);
     }
+}
+
+
+/*
+ * The value of a Content-Length header (p: after its colon) into *cl: digits
+ * only, and at most what a request of SS_MAX_REQUEST with headers of hl
+ * bytes has room for, so that hl + *cl neither wraps around nor asks for
+ * more than bn_recv_into will ever hold
+ */
+
+static int
+ss_content_length(const char *p, size_t hl, size_t *cl)
+{
+    size_t  v;
+
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+
+    if (*p < '0' || *p > '9') {
+        return BN_ERROR;
+    }
+
+    for (v = 0; *p >= '0' && *p <= '9'; p++) {
+        v = v * 10 + (size_t) (*p - '0');
+
+        if (v > SS_MAX_REQUEST) {
+            return BN_ERROR;
+        }
+    }
+
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+
+    if (*p != '\r' || hl > SS_MAX_REQUEST || v > SS_MAX_REQUEST - hl) {
+        return BN_ERROR;
+    }
+
+    *cl = v;
+
+    return BN_OK;
 }
 
 

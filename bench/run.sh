@@ -11,7 +11,9 @@
 # make run; direct: straight to the sidecar's socket), BENCH_ONLY (a list of
 # scenarios: nonstream stream flood hold rtt awake), BENCH_OUT (the report),
 # BENCH_KEEP=1 (keep the temp folder), BENCH_SERVER_CPUS / BENCH_LOAD_CPUS
-# (taskset lists; 0 and 1 by default), BUILD (make's build folder, build/).
+# (taskset lists; by default the first and the second CPU this process may
+# run on: a container's --cpuset-cpus=2,3 gives 2 and 3), BENCH_PLAN=1 (print
+# the CPUs it would use, and stop), BUILD (make's build folder, build/).
 #
 # Everything runs on loopback ports chosen at run time from a temp folder;
 # every process started here is stopped by its pid, also on failure, and
@@ -57,6 +59,66 @@ hold_chunks=22
 hold_gap=$((hold_ms / (hold_chunks - 1)))
 hold_conns=48           # browser connections for held streams (256 each)
 stream_chunks=200
+
+# --- the machine and its cores: the CPUs this process may run on (its
+#     affinity: a container's cpuset, taskset), which need not be 0 .. N-1
+
+# a CPU list ("0-2,5") as the CPUs in it, one a line; nothing if it is not
+# one
+cpu_list() {
+    local part
+    local -a parts
+    IFS=, read -r -a parts <<< "$1"
+    for part in "${parts[@]}"; do
+        if [[ "$part" =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+        elif [[ "$part" =~ ^[0-9]+$ ]]; then
+            echo "$part"
+        else
+            return 1
+        fi
+    done
+}
+
+cpus=()
+if allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' \
+             "/proc/$$/status" 2>/dev/null) \
+   && list=$(cpu_list "$allowed"); then
+    mapfile -t cpus <<< "$list"
+fi
+if [ ${#cpus[@]} -eq 0 ] || [ -z "${cpus[0]}" ]; then
+    mapfile -t cpus < <(seq 0 $(($(nproc) - 1)))
+fi
+ncpu=${#cpus[@]}
+
+if [ "$ncpu" -ge 2 ]; then
+    server_cpus=${BENCH_SERVER_CPUS:-${cpus[0]}}
+    load_cpus=${BENCH_LOAD_CPUS:-${cpus[1]}}
+    pin_server=(taskset -c "$server_cpus")
+    pin_load=(taskset -c "$load_cpus")
+    pinning="nginx and the sidecar (and the baselines' servers) on CPU \
+$server_cpus; the load generator and the bench browser on CPU $load_cpus \
+(taskset)"
+else
+    server_cpus=""
+    load_cpus=""
+    pin_server=()
+    pin_load=()
+    pinning="one CPU: servers and load share it (no pinning possible)"
+fi
+
+if [ "${BENCH_PLAN:-0}" = 1 ]; then
+    echo "cpus=${cpus[*]}"
+    echo "server=$server_cpus"
+    echo "load=$load_cpus"
+    if [ "$ncpu" -ge 2 ]; then
+        echo "spinners=${cpus[*]}"
+    else
+        echo "spinners="
+    fi
+    echo "pinning=$pinning"
+    exit 0
+fi
 
 for f in "$module" "$sidecar" "$bin/cb_load" "$bin/cb_browser" \
          "$bin/cb_sse_server" "$bin/cb_spin"; do
@@ -109,23 +171,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# --- the machine and its cores
-
-ncpu=$(nproc)
-if [ "$ncpu" -ge 2 ]; then
-    server_cpus=${BENCH_SERVER_CPUS:-0}
-    load_cpus=${BENCH_LOAD_CPUS:-1}
-    pin_server=(taskset -c "$server_cpus")
-    pin_load=(taskset -c "$load_cpus")
-    pinning="nginx and the sidecar (and the baselines' servers) on CPU \
-$server_cpus; the load generator and the bench browser on CPU $load_cpus \
-(taskset)"
-else
-    pin_server=()
-    pin_load=()
-    pinning="one CPU: servers and load share it (no pinning possible)"
-fi
 
 # descriptors: as many as the hard limit allows (10,000 held streams need
 # 10,000 in nginx and in the load generator)
@@ -539,10 +584,11 @@ fi
 
 spinners=()
 
-# keep every vCPU from halting: SCHED_IDLE busy loops (the diagnostic)
+# keep every vCPU it may use from halting: SCHED_IDLE busy loops (the
+# diagnostic)
 start_spinners() {
     local cpu
-    for cpu in $(seq 0 $((ncpu - 1))); do
+    for cpu in "${cpus[@]}"; do
         taskset -c "$cpu" chrt --idle 0 "$bin/cb_spin" &
         spinners+=($!)
         pids+=($!)
