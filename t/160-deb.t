@@ -159,6 +159,10 @@ ok($abi, "nginx-dev names the ABI ($abi)");
 like($control{$m}{Depends}, qr/(^|, )\Q$abi\E(,|$)/,
      'the module depends on the ABI of the nginx it was built for');
 like($control{$m}{Depends}, qr/\blibjansson4\b/, 'and on libjansson4');
+like($control{$m}{Recommends}, qr/(^|, )ca-certificates(,|$)/,
+     'it recommends ca-certificates (upstream-keys.conf verifies the API '
+     . 'against /etc/ssl/certs/ca-certificates.crt)')
+    or diag($control{$m}{Recommends});
 is($control{$m}{Section}, 'httpd', 'Section httpd');
 is($files{$m}{$SO}[0], '-rw-r--r--', "the module in $SO");
 is(slurp("$dir/$m$AVAILABLE"), "load_module $SO;\n",
@@ -211,20 +215,18 @@ for my $p (@PKGS) {
 is(slurp("$dir/$s/DEBIAN/conffiles"), "/etc/chatbridge/sidecar.conf\n",
    '/etc/chatbridge/sidecar.conf is a conffile');
 
-# the postinst's browser token, made in a tree of its own (DPKG_ROOT) with
-# the system commands it calls stubbed: 0600 for the user chatbridge, not
-# readable by the group chatbridge that nginx's workers are in (nginx's
-# master reads it as root); a token of an earlier version (root:chatbridge
-# 0640) is kept and tightened; a mode the administrator chose is left
+# the postinst's browser token, made in a tree of its own
+# (CHATBRIDGE_POSTINST_TEST_ROOT, for this test alone) with the system
+# commands it calls stubbed: 0600 for the user chatbridge, not readable by
+# the group chatbridge that nginx's workers are in (nginx's master reads it
+# as root); a token of an earlier version (root:chatbridge 0640) is kept and
+# tightened; a mode the administrator chose is left.  A chrootless
+# installation (DPKG_ROOT), which would add users and start services here,
+# is refused before anything is done.
 my $postinst = "$dir/$s/DEBIAN/postinst";
-SKIP: {
-    like(slurp($postinst) // '', qr/\$\{DPKG_ROOT:-\}\/etc\/chatbridge\//,
-         'the postinst writes under $DPKG_ROOT')
-        or skip 'running it would write to this system', 12;
-
-    my ($root, $stubs) = ("$dir/dpkg-root", "$dir/stubs");
-    mkdir $_ for $root, "$root/etc", "$root/etc/chatbridge", "$root/var",
-                 "$root/var/lib", $stubs;
+my $stubs = "$dir/stubs";
+mkdir $stubs;
+{
     my %stub = (
         getent => 'exit 0', adduser => 'exit 0', addgroup => 'exit 0',
         'dpkg-trigger' => 'exit 0', 'deb-systemd-helper' => 'exit 0',
@@ -238,16 +240,54 @@ SKIP: {
     );
     for my $cmd (keys %stub) {
         open my $fh, '>', "$stubs/$cmd" or die;
-        print $fh "#!/bin/sh\n$stub{$cmd}\n";
+        print $fh "#!/bin/sh\necho \"$cmd \$*\" >> \"$stubs/calls.log\"\n"
+                  . "$stub{$cmd}\n";
         close $fh;
         chmod 0755, "$stubs/$cmd";
     }
+}
+# a maintainer script run with the stubs first in PATH, and %env
+my $script_run = sub {
+    my ($script, $env, @args) = @_;
+    unlink "$stubs/chown.log", "$stubs/calls.log";
+    local $ENV{PATH} = "$stubs:/usr/sbin:/usr/bin:/sbin:/bin";
+    delete local $ENV{DPKG_ROOT};
+    delete local $ENV{CHATBRIDGE_POSTINST_TEST_ROOT};
+    local @ENV{keys %$env} = values %$env;
+    return run('sh', $script, @args);
+};
+
+{
+    my $chrootless = "$dir/chrootless";
+    mkdir $chrootless;
+    ($rc, $out) = $script_run->($postinst, { DPKG_ROOT => $chrootless },
+                                'configure', '');
+    isnt($rc, 0, 'postinst with DPKG_ROOT (a chrootless installation): '
+         . 'it stops');
+    my $says = qr/chrootless installation \(DPKG_ROOT=\Q$chrootless\E\)/;
+    like($out, qr/$says is not supported/, 'saying it is not supported')
+        or diag($out);
+    is(slurp("$stubs/calls.log"), undef, 'before it adds a user or a group, '
+       . 'or touches systemd') or diag(slurp("$stubs/calls.log"));
+    opendir my $dh, $chrootless or die;
+    is_deeply([ grep { !/^\.\.?$/ } readdir $dh ], [],
+              'or writes anything');
+}
+
+SKIP: {
+    like(slurp($postinst) // '',
+         qr/\$\{CHATBRIDGE_POSTINST_TEST_ROOT:-\}/,
+         'the postinst writes under $CHATBRIDGE_POSTINST_TEST_ROOT')
+        or skip 'running it would write to this system', 12;
+
+    my $root = "$dir/test-root";
+    mkdir $_ for $root, "$root/etc", "$root/etc/chatbridge", "$root/var",
+                 "$root/var/lib";
     my $tok = "$root/etc/chatbridge/browser-token";
     my $postinst_run = sub {
-        unlink "$stubs/chown.log";
-        local $ENV{PATH} = "$stubs:/usr/sbin:/usr/bin:/sbin:/bin";
-        local $ENV{DPKG_ROOT} = $root;
-        return run('sh', $postinst, 'configure', @_);
+        return $script_run->($postinst,
+                             { CHATBRIDGE_POSTINST_TEST_ROOT => $root },
+                             'configure', @_);
     };
     my $mode = sub { sprintf '%04o', (stat $tok)[2] & 07777 };
 
@@ -278,6 +318,44 @@ SKIP: {
     is($rc, 0, 'postinst configure (an upgrade again)') or diag($out);
     is($mode->(), '0604', "the administrator's own mode stays");
     is(slurp("$stubs/chown.log"), undef, 'and its owner');
+}
+
+# the other scripts, for a chrootless installation or removal (DPKG_ROOT):
+# the module's link, and what a purge of the sidecar takes away, are the
+# tree's; systemd is left alone
+SKIP: {
+    my @scripts = map { "$dir/$_->[0]/DEBIAN/$_->[1]" }
+                  [$m, 'postinst'], [$m, 'prerm'], [$m, 'postrm'],
+                  [$s, 'postrm'];
+    my @blind = grep { (slurp($_) // '') !~ /\$\{DPKG_ROOT:-\}/ } @scripts;
+    is_deeply(\@blind, [], 'the module\'s scripts and the sidecar\'s postrm '
+              . 'act in $DPKG_ROOT') or skip 'running them would change this '
+              . 'system', 6;
+
+    my $tree = "$dir/dpkg-root";
+    system('mkdir', '-p', "$tree/etc/nginx/modules-enabled",
+           "$tree/etc/chatbridge", "$tree/var/lib/chatbridge");
+    my $tlink = "$tree/etc/nginx/modules-enabled/50-mod-http-chatbridge.conf";
+    my %root = (DPKG_ROOT => $tree);
+    ($rc, $out) = $script_run->("$dir/$m/DEBIAN/postinst", \%root,
+                                'configure', '');
+    is(readlink($tlink), $AVAILABLE, "the module's postinst: the link in "
+       . 'DPKG_ROOT, to the module as nginx there finds it') or diag($out);
+    ($rc, $out) = $script_run->("$dir/$m/DEBIAN/prerm", \%root, 'remove');
+    ok(!-l $tlink && -l "$tlink.removed", 'its prerm sets it aside there')
+        or diag($out);
+    ($rc, $out) = $script_run->("$dir/$m/DEBIAN/postrm", \%root, 'purge');
+    ok(!-l $tlink && !-l "$tlink.removed", 'its postrm takes it away there')
+        or diag($out);
+
+    open my $fh, '>', "$tree/etc/chatbridge/browser-token" or die;
+    close $fh;
+    ($rc, $out) = $script_run->("$dir/$s/DEBIAN/postrm", \%root, 'purge');
+    is($rc, 0, "the sidecar's postrm purge") or diag($out);
+    ok(!-e "$tree/etc/chatbridge" && !-e "$tree/var/lib/chatbridge",
+       'takes the token and the state directory away there');
+    is(slurp("$stubs/calls.log"), undef, 'and leaves systemd alone')
+        or diag(slurp("$stubs/calls.log"));
 }
 
 my $unit = slurp("$dir/$s$UNIT") // '';
