@@ -64,6 +64,7 @@ const tavern = {
   chatId: 'Seraphina - home',
   chats: new Map([['Seraphina - home', [{ name: 'User', is_user: true, mes: 'hi' }]]]),
   generations: [],            // what each generate() saw: { chat }
+  runs: [],                   // each generate()'s run: { stopped, tokens }
   stops: 0,
   running: null,              // the generation running now: { stopped }
   /** What the next generate() does: { tokens: [cumulative texts], final, tokenDelayMs }. */
@@ -100,8 +101,9 @@ const ctx = {
     const s = tavern.script || { tokens: [], final: 'ok' };
     const chat = chatOf(tavern.chatId);
     tavern.generations.push({ chatLength: chat.length, first: chat[0], last: chat.at(-1) });
-    const run = { stopped: false };
+    const run = { stopped: false, tokens: 0 };
     tavern.running = run;
+    tavern.runs.push(run);
     try {
       eventSource.emit(EVENTS.GENERATION_AFTER_COMMANDS);
       let shown = '';
@@ -110,6 +112,7 @@ const ctx = {
         if (s.tokenDelayMs) await sleep(s.tokenDelayMs);
         if (run.stopped) break;
         shown = t;
+        run.tokens++;
         eventSource.emit(EVENTS.STREAM_TOKEN_RECEIVED, t);
       }
       chat.push({ name: 'Seraphina', is_user: false, mes: run.stopped ? shown : s.final });
@@ -344,7 +347,9 @@ test('a cancel stops the generation; nothing is sent for the request after it; t
   await sleep(100);
   assert.equal(framesOf(task.request_id).length, n, 'no frame after the cancel');
   assert.ok(framesOf(task.request_id).every((f) => f.type === 'delta'));
-  assert.ok(tavern.generations.length > 0 && !tavern.running, 'the generation ended');
+  const stopped = tavern.runs.at(-1);
+  assert.ok(stopped.stopped && stopped.tokens < 100 && !tavern.running,
+    `the generation was stopped after ${stopped.tokens} of its 100 tokens`);
   tavern.script = { tokens: ['ne', 'next'], final: 'next' };
   const next = await run(taskFrame());
   assert.deepEqual(next.map((f) => f.type === 'delta' ? f.text : f.type), ['ne', 'xt', 'done']);
