@@ -117,36 +117,24 @@ ngx_http_chatbridge_admin_result(ngx_http_chatbridge_ctx_t *ctx,
 static ngx_int_t
 ngx_http_chatbridge_admin_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                         rc;
-    ngx_str_t                         name;
-    const char                       *error;
-    ngx_table_elt_t                  *h;
-    ngx_http_variable_value_t        *v;
-    ngx_http_chatbridge_ctx_t        *ctx;
-    ngx_http_chatbridge_loc_conf_t   *lcf;
-    ngx_http_chatbridge_main_conf_t  *mcf;
+    ngx_int_t                        rc;
+    ngx_str_t                        name;
+    const char                      *error;
+    ngx_table_elt_t                 *h;
+    ngx_http_chatbridge_ctx_t       *ctx;
+    ngx_http_chatbridge_loc_conf_t  *lcf;
 
     static const char  nokey[] = "Set chatbridge_admin_key to use the admin "
                                  "endpoints.";
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chatbridge_ctx_t));
-    if (ctx == NULL) {
+    ctx = ngx_http_chatbridge_get_ctx(r);
+    if (ctx == NULL
+        || ngx_http_chatbridge_set_request_id(r, ctx) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ctx->request = r;
-    ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
-
-    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
-    if (v == NULL || v->not_found || v->len == 0 || v->len > 32) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->request_id.data = v->data;
-    ctx->request_id.len = v->len;
 
     /* no key, no admin: this endpoint moves sessions around */
 

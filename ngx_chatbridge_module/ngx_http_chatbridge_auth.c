@@ -134,6 +134,28 @@ ngx_http_chatbridge_authorize(ngx_http_request_t *r, ngx_array_t *keys_a,
 
 
 /*
+ * The location's client keys, checked once per request: limit_req and
+ * limit_conn (through $chatbridge_key_name, at preaccess) and the handler
+ * share the answer rather than decode and hash the key each time.
+ */
+
+ngx_int_t
+ngx_http_chatbridge_check_key(ngx_http_request_t *r,
+    ngx_http_chatbridge_ctx_t *ctx, ngx_array_t *keys, const char **error)
+{
+    if (!ctx->key_checked) {
+        ctx->key_rc = ngx_http_chatbridge_authorize(r, keys, &ctx->key_name,
+                                                    &ctx->key_error);
+        ctx->key_checked = 1;
+    }
+
+    *error = ctx->key_error;
+
+    return ctx->key_rc;
+}
+
+
+/*
  * A refused key: 401 with a challenge ("Bearer", or a Basic one that makes
  * a browser prompt) and the OpenAI error; the body is discarded.
  */

@@ -373,17 +373,11 @@ ngx_http_chatbridge_prepare(ngx_http_request_t *r,
     ngx_http_chatbridge_ctx_t *ctx, const char *model, size_t model_len,
     ngx_uint_t nparts)
 {
-    u_char                           *id;
-    ngx_uint_t                        i;
-    ngx_http_variable_value_t        *v;
-    ngx_http_chatbridge_main_conf_t  *mcf;
+    u_char      *id;
+    ngx_str_t   *rid;
+    ngx_uint_t   i;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
-
-    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
-    if (v == NULL || v->not_found || v->len == 0 || v->len > 32) {
-        return NGX_ERROR;
-    }
+    rid = &ctx->request_id;     /* the handler took $request_id */
 
     ctx->model.data = ngx_pnalloc(r->pool, model_len);
     if (ctx->model.data == NULL) {
@@ -396,19 +390,19 @@ ngx_http_chatbridge_prepare(ngx_http_request_t *r,
     ctx->created = ngx_time();
 
     ctx->head = ngx_pnalloc(r->pool,
-                            CB_CHUNK_HEAD_SIZE(v->len + 9, model_len));
+                            CB_CHUNK_HEAD_SIZE(rid->len + 9, model_len));
     if (ctx->head == NULL) {
         return NGX_ERROR;
     }
 
-    id = ngx_pnalloc(r->pool, v->len + 9);
+    id = ngx_pnalloc(r->pool, rid->len + 9);
     if (id == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ngx_cpymem(id, "chatcmpl-", 9), v->data, v->len);
+    ngx_memcpy(ngx_cpymem(id, "chatcmpl-", 9), rid->data, rid->len);
 
-    ctx->head_len = cb_chunk_head(ctx->head, id, v->len + 9,
+    ctx->head_len = cb_chunk_head(ctx->head, id, rid->len + 9,
                                   (const cb_u8 *) model, model_len,
                                   (uint64_t) ctx->created,
                                   "chat.completion.chunk");
@@ -432,11 +426,11 @@ ngx_http_chatbridge_prepare(ngx_http_request_t *r,
         }
 
         if (nparts == 1) {
-            ngx_memcpy(id, v->data, v->len);
-            id[v->len] = '\0';
+            ngx_memcpy(id, rid->data, rid->len);
+            id[rid->len] = '\0';
 
         } else {
-            *ngx_snprintf(id, CB_REQUEST_ID_LEN - 1, "%v.%ui", v, i) = '\0';
+            *ngx_snprintf(id, CB_REQUEST_ID_LEN - 1, "%V.%ui", rid, i) = '\0';
         }
 
         ctx->parts[i].id.data = id;

@@ -96,13 +96,10 @@ ngx_http_chatbridge_error_header_filter(ngx_http_request_t *r)
     }
 
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chatbridge_ctx_t));
+        ctx = ngx_http_chatbridge_get_ctx(r);
         if (ctx == NULL) {
             return NGX_ERROR;
         }
-
-        ctx->request = r;
-        ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
     }
 
     for (i = 0; ngx_http_chatbridge_error_pages[i].status; i++) {

@@ -479,17 +479,14 @@ static ngx_int_t
 ngx_http_chatbridge_keys_pick(ngx_http_request_t *r)
 {
     ngx_int_t                            rc;
-    ngx_str_t                            name;
     ngx_msec_t                           left, wait = 0;
     ngx_uint_t                           i, n, start;
     const char                          *error;
     ngx_http_chatbridge_ctx_t           *ctx;
     ngx_http_chatbridge_zone_t          *z;
-    ngx_http_variable_value_t           *v;
     ngx_http_chatbridge_keys_ctx_t      *kctx;
     ngx_http_chatbridge_key_pool_t      *pool;
     ngx_http_chatbridge_loc_conf_t      *lcf;
-    ngx_http_chatbridge_main_conf_t     *mcf;
     ngx_http_chatbridge_upstream_key_t  *keys;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
@@ -507,41 +504,23 @@ ngx_http_chatbridge_keys_pick(ngx_http_request_t *r)
         ngx_http_chatbridge_keys_judge(r, kctx);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chatbridge_module);
-
+    ctx = ngx_http_chatbridge_get_ctx(r);
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chatbridge_ctx_t));
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->request = r;
-        ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
-
-    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
-    if (v && !v->not_found) {
-        ctx->request_id.data = v->data;
-        ctx->request_id.len = v->len;
-    }
+    /* for the logs only: this location answers without it too */
+    (void) ngx_http_chatbridge_set_request_id(r, ctx);
 
     /* the clients' keys of the location guard the upstream keys too */
 
-    error = NULL;
-
-    rc = ngx_http_chatbridge_authorize(r, lcf->keys, &name, &error);
-
-    if (rc != NGX_OK) {
+    if (ngx_http_chatbridge_check_key(r, ctx, lcf->keys, &error) != NGX_OK) {
         ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
         rc = ngx_http_chatbridge_unauthorized(r, "Bearer", "invalid_api_key",
                                               error);
         ngx_http_finalize_request(r, rc);
         return NGX_DONE;
     }
-
-    ctx->key_name = name;
 
     kctx = ngx_http_chatbridge_keys_ctx(r, 1);
     z = ngx_http_chatbridge_zone(r);

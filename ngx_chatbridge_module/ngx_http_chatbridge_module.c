@@ -308,40 +308,29 @@ ngx_module_t  ngx_http_chatbridge_module = {
 static ngx_int_t
 ngx_http_chatbridge_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                         rc;
-    ngx_str_t                         name;
-    ngx_uint_t                        what;
-    const char                       *error;
-    ngx_table_elt_t                  *allow;
-    ngx_http_variable_value_t        *v;
-    ngx_http_chatbridge_ctx_t        *ctx;
-    ngx_http_chatbridge_loc_conf_t   *lcf;
-    ngx_http_chatbridge_main_conf_t  *mcf;
+    ngx_int_t                        rc;
+    ngx_uint_t                       what;
+    const char                      *error;
+    ngx_table_elt_t                 *allow;
+    ngx_http_chatbridge_ctx_t       *ctx;
+    ngx_http_chatbridge_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
 
     if (r != r->main) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chatbridge_ctx_t));
+    ctx = ngx_http_chatbridge_get_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
-    ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
-
     /* every answer, errors included, carries X-Request-Id */
 
-    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
-    if (v == NULL || v->not_found || v->len == 0 || v->len > 32) {
+    if (ngx_http_chatbridge_set_request_id(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ctx->request_id.data = v->data;
-    ctx->request_id.len = v->len;
 
     if (lcf->cors) {
         rc = ngx_http_chatbridge_cors(r);
@@ -350,15 +339,11 @@ ngx_http_chatbridge_handler(ngx_http_request_t *r)
         }
     }
 
-    rc = ngx_http_chatbridge_authorize(r, lcf->keys, &name, &error);
-
-    if (rc != NGX_OK) {
+    if (ngx_http_chatbridge_check_key(r, ctx, lcf->keys, &error) != NGX_OK) {
         ctx->outcome = NGX_HTTP_CHATBRIDGE_OUTCOME_REJECTED;
         return ngx_http_chatbridge_unauthorized(r, "Bearer", "invalid_api_key",
                                                 error);
     }
-
-    ctx->key_name = name;
 
     what = ngx_http_chatbridge_route(r);
 
@@ -822,6 +807,54 @@ ngx_http_chatbridge_exit_process(ngx_cycle_t *cycle)
 
 
 /* a small file named by a directive, read whole while nginx starts */
+
+/* the request's context, made by whichever needs it first: a handler, the
+ * error filter, $chatbridge_key_name for limit_req */
+
+ngx_http_chatbridge_ctx_t *
+ngx_http_chatbridge_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_chatbridge_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chatbridge_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chatbridge_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_chatbridge_module);
+
+    return ctx;
+}
+
+
+/* $request_id: the answer's X-Request-Id, the task's id, the chunks' id */
+
+ngx_int_t
+ngx_http_chatbridge_set_request_id(ngx_http_request_t *r,
+    ngx_http_chatbridge_ctx_t *ctx)
+{
+    ngx_http_variable_value_t        *v;
+    ngx_http_chatbridge_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_chatbridge_module);
+
+    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (v == NULL || v->not_found || v->len == 0 || v->len > 32) {
+        return NGX_ERROR;
+    }
+
+    ctx->request_id.data = v->data;
+    ctx->request_id.len = v->len;
+
+    return NGX_OK;
+}
+
 
 ngx_int_t
 ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,

@@ -219,6 +219,8 @@ struct ngx_http_chatbridge_ctx_s {
     ngx_uint_t                      outcome;
     ngx_str_t                       browser;
     ngx_str_t                       key_name;
+    const char                     *key_error;  /* why the key was refused */
+    ngx_int_t                       key_rc;     /* the key check's answer */
     json_t                         *command;    /* an admin request's body */
     ngx_str_t                       error_page; /* replaces nginx's page */
 
@@ -230,6 +232,7 @@ struct ngx_http_chatbridge_ctx_s {
     unsigned                        finalized:1;
     unsigned                        usage_known:1;
     unsigned                        replace:1;  /* error_page pending */
+    unsigned                        key_checked:1;
 };
 
 
@@ -291,6 +294,9 @@ ngx_int_t ngx_http_chatbridge_send_body(ngx_http_request_t *r, u_char *data,
 
 /* ngx_http_chatbridge_module.c */
 
+ngx_http_chatbridge_ctx_t *ngx_http_chatbridge_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_chatbridge_set_request_id(ngx_http_request_t *r,
+    ngx_http_chatbridge_ctx_t *ctx);
 void ngx_http_chatbridge_needs_sidecar(ngx_conf_t *cf);
 ngx_int_t ngx_http_chatbridge_read_conf_file(ngx_conf_t *cf,
     ngx_str_t *name, size_t max, ngx_str_t *out);
@@ -308,6 +314,8 @@ char *ngx_http_chatbridge_models_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
 ngx_int_t ngx_http_chatbridge_authorize(ngx_http_request_t *r,
     ngx_array_t *keys, ngx_str_t *name, const char **error);
+ngx_int_t ngx_http_chatbridge_check_key(ngx_http_request_t *r,
+    ngx_http_chatbridge_ctx_t *ctx, ngx_array_t *keys, const char **error);
 ngx_int_t ngx_http_chatbridge_unauthorized(ngx_http_request_t *r,
     char *challenge, const char *code, const char *error);
 ngx_table_elt_t *ngx_http_chatbridge_find_header(ngx_list_t *headers,

@@ -136,15 +136,21 @@ ngx_http_chatbridge_variable(ngx_http_request_t *r,
      */
 
     if (data == NGX_HTTP_CHATBRIDGE_VAR_KEY_NAME
-        && (ctx == NULL || ctx->key_name.len == 0))
+        && (ctx == NULL || (!ctx->key_checked && ctx->key_name.len == 0)))
     {
         lcf = ngx_http_get_module_loc_conf(r, ngx_http_chatbridge_module);
 
-        if (lcf->keys == NULL
-            || ngx_http_chatbridge_authorize(r, lcf->keys, &s, &error)
-               != NGX_OK)
-        {
-            ngx_str_null(&s);
+        ngx_str_null(&s);
+
+        if (lcf->keys && lcf->keys->nelts) {
+            ctx = ngx_http_chatbridge_get_ctx(r);
+
+            if (ctx
+                && ngx_http_chatbridge_check_key(r, ctx, lcf->keys, &error)
+                   == NGX_OK)
+            {
+                s = ctx->key_name;
+            }
         }
 
         goto done;
