@@ -27,7 +27,7 @@ import OpenAI from 'openai';
 import {
   bigText, MODELS, PAGE_MESSAGE, PAGE_SESSION, SPLIT_UTF8_TEXT, startArenaSim,
 } from '../arena-sim/server.mjs';
-import { Bridge } from '../node/harness.mjs';
+import { Bridge, rejection } from '../node/harness.mjs';
 import {
   buildUserscript, configureUserscript, launchChromium, loadUserscript, openTab, ScriptedSidecar, sleep,
   waitFor, waitTitle,
@@ -580,16 +580,6 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
     if (b) await b.stop();
   });
 
-  async function errorOf(promise) {
-    try {
-      await promise;
-    } catch (e) {
-      return e;
-    }
-    assert.fail('the request should have failed');
-    return null;
-  }
-
   async function collect(stream) {
     let text = '';
     let reasoning = '';
@@ -641,7 +631,7 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   });
 
   test('a location without chatbridge_arena: 400 naming the directive', async () => {
-    const e = await errorOf(plain.chat.completions.create({ model: 'sim-chat',
+    const e = await rejection(plain.chat.completions.create({ model: 'sim-chat',
       messages: [{ role: 'user', content: `no arena here ${tag()}` }] }));
     assert.ok(e instanceof OpenAI.BadRequestError, `${e.constructor.name}: ${e.message}`);
     assert.equal(e.status, 400);
@@ -727,7 +717,7 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
       ['err-other', '[[a3 The model is overloaded]]', OpenAI.InternalServerError, 502, 'site_error'],
     ];
     for (const [model, d, cls, st, code] of cases) {
-      const e = await errorOf(ask(model, d));
+      const e = await rejection(ask(model, d));
       assert.ok(e instanceof cls, `${d}: ${e.constructor.name} ${e.status} ${e.message}`);
       assert.equal(e.status, st, d);
       assert.equal(e.code, code, d);
@@ -740,7 +730,7 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
   test('[arena] a verification page: 503 with Retry-After, ⚠️, needs_human, then ready again without a reload', async () => {
     sim.setCloudflare(true);
     try {
-      const e = await errorOf(client.chat.completions.create({ model: 'sim-chat',
+      const e = await rejection(client.chat.completions.create({ model: 'sim-chat',
         messages: [{ role: 'user', content: `behind cloudflare ${tag()}` }] }));
       assert.equal(e.status, 503);
       assert.equal(e.code, 'needs_human');
@@ -748,7 +738,7 @@ describe('end to end: OpenAI SDK → nginx → sidecar → Chromium → simulate
       assert.match(e.message, /verification|Cloudflare/i);
       await waitTitle(tabA.page, /^⚠️ LMArena/);
       await waitFor(async () => (await browserState()).includes('needs_human'), 5000, 'status needs_human');
-      const e2 = await errorOf(client.chat.completions.create({ model: 'sim-chat',
+      const e2 = await rejection(client.chat.completions.create({ model: 'sim-chat',
         messages: [{ role: 'user', content: `still ${tag()}` }] }));
       assert.equal(e2.status, 503);
     } finally {

@@ -3,6 +3,7 @@
 // browsers on run-time ports, and stops them by pid.  stop() fails the test
 // if nginx's error log has an [alert], [crit] or [emerg] line.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -40,6 +41,17 @@ export async function waitFor(cond, ms = 5000, what = 'condition') {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
   }
+}
+
+/** A call that must fail: the error it threw (the test fails if it did not). */
+export async function rejection(promise) {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  assert.fail('the call should have failed');
+  return null;
 }
 
 export class Bridge {

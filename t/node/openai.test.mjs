@@ -11,7 +11,7 @@ import { test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { Bridge, waitFor } from './harness.mjs';
+import { Bridge, rejection, waitFor } from './harness.mjs';
 
 const KEY = 'sk-alice-0123456789';
 
@@ -72,15 +72,6 @@ async function drain(stream, onChunk = () => {}) {
 const content = (chunks) =>
   chunks.map((c) => (c.choices[0] && c.choices[0].delta.content) || '').join('');
 
-// an SDK call that must fail: the error it threw
-async function rejection(promise) {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail('the call should have failed');
-}
 
 // the error "type" the module gives each status (cb_json.c cb_error_type),
 // as OpenAI does: its bad-key 401 says invalid_request_error too. (Its 429s

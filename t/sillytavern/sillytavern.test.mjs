@@ -21,7 +21,7 @@ import { test } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { Bridge, freePort } from '../node/harness.mjs';
+import { Bridge, freePort, rejection } from '../node/harness.mjs';
 import {
   EXTENSION, GitServer, MockLLM, OUTPUT, SillyTavern, TOP, atExit, frames, launchChromium, openTavern,
   sentFrames, sleep, validator, waitFor,
@@ -152,14 +152,6 @@ test('SillyTavern 1.19 with the chatbridge extension, end to end', { timeout: 30
       return { content, id };
     }
 
-    async function rejection(promise) {
-      try {
-        await promise;
-      } catch (err) {
-        return err;
-      }
-      assert.fail('the call should have failed');
-    }
 
     /** The mock's call that answered `prompt` (the last user text it saw). */
     async function callFor(prompt) {
