@@ -133,6 +133,18 @@ my $out = '';
 
 sub p { $out .= join('', @_) . "\n" }
 
+# one row of the non-streamed or streamed table: the target's cells, its
+# ratio to a baseline on $rmetric, the load's CPU and the other CPU
+sub target_row {
+    my ($scenario, $target, $c, $name, $cols, $rmetric, $base) = @_;
+    p "| $c | $name | ",
+      join(' | ', map { stat_cell($scenario, $target, $c, $_) } @$cols),
+      " | ", ratio(med($scenario, $target, $c, $rmetric),
+                   med($scenario, $base, $c, $rmetric)),
+      " | ", load($scenario, $target, $c), " | ",
+      other($scenario, $target, $c), " |";
+}
+
 p "# Benchmarks";
 p "";
 p "Written by `make bench` (`bench/run.sh`, report by `bench/report.pl`) on",
@@ -292,14 +304,9 @@ if (grep { $_->{scenario} eq 'nonstream' } @rows) {
             my $name = { bridge => '**chatbridge**',
                          nginx => 'nginx `return 200`',
                          direct => 'direct server' }->{$target};
-            my $load = load('nonstream', $target, $c);
-            p "| $c | $name | ", stat_cell('nonstream', $target, $c, 'rps'),
-              " | ", stat_cell('nonstream', $target, $c, 'p50_us'),
-              " | ", stat_cell('nonstream', $target, $c, 'p99_us'),
-              " | ", stat_cell('nonstream', $target, $c, 'cpu_per_req_us'),
-              " | ", ratio(med('nonstream', $target, $c, 'rps'),
-                           med('nonstream', 'nginx', $c, 'rps')),
-              " | $load | ", other('nonstream', $target, $c), " |";
+            target_row('nonstream', $target, $c, $name,
+                       [qw(rps p50_us p99_us cpu_per_req_us)], 'rps',
+                       'nginx');
         }
     }
     p "";
@@ -333,15 +340,9 @@ if (grep { $_->{scenario} eq 'stream' } @rows) {
                                            . 'without bound',
                          nginx => 'nginx, static file',
                          direct => 'direct server' }->{$target};
-            my $load = load('stream', $target, $c);
-            p "| $c | $name | ", stat_cell('stream', $target, $c, 'ttft_p50_us'),
-              " | ", stat_cell('stream', $target, $c, 'ttft_p99_us'),
-              " | ", stat_cell('stream', $target, $c, 'chunks_per_s'),
-              " | ", stat_cell('stream', $target, $c, 'total_p50_ms'),
-              " | ", stat_cell('stream', $target, $c, 'cpu_per_chunk_us'),
-              " | ", ratio(med('stream', $target, $c, 'chunks_per_s'),
-                           med('stream', 'direct', $c, 'chunks_per_s')),
-              " | $load | ", other('stream', $target, $c), " |";
+            target_row('stream', $target, $c, $name,
+                       [qw(ttft_p50_us ttft_p99_us chunks_per_s total_p50_ms
+                           cpu_per_chunk_us)], 'chunks_per_s', 'direct');
         }
     }
     p "";
